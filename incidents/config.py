@@ -1,0 +1,143 @@
+"""Configuration per environment, read from environment variables (contract 3 of ARCHITECTURE.md).
+
+Everything is optional in ``local`` mode: the embedded default is simulator + SQLite.
+Secrets are ``SecretStr`` so they never show up in reprs, logs or ``/api/v1/admin/config``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["local", "development", "staging", "production", "test"]
+
+DEFAULT_SEVERITY_THRESHOLDS: dict[str, float] = {
+    "critical": 0.9,
+    "high": 0.7,
+    "medium": 0.5,
+    "low": 0.3,
+}
+
+VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    environment: Environment = "local"
+    database_url: str = f"sqlite:///{VAR_DIR / 'incidents.db'}"
+
+    kafka_bootstrap_servers: str | None = None
+    kafka_metrics_topic: str = "metrics"
+    kafka_dlq_topic: str = "metrics.dlq"
+    kafka_incidents_topic: str = "incidents"
+
+    influx_url: str | None = None
+    influx_token: SecretStr | None = None
+    influx_org: str | None = None
+    influx_bucket: str | None = None
+
+    window_seconds: int = Field(default=60, ge=1, le=86_400)
+    allowed_lateness_seconds: int = Field(default=30, ge=0, le=86_400)
+    anomaly_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
+    resolve_after_windows: int = Field(default=3, ge=1, le=10_000)
+
+    secret_key: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
+    encryption_key: SecretStr | None = None
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+    access_token_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65_535)
+
+    ml_model_path: str | None = None
+    enable_ml_prediction: bool = True
+    log_level: str = "INFO"
+
+    simulator_hosts: int = Field(default=8, ge=1, le=100_000)
+    simulator_speed: float = Field(default=60.0, gt=0.0)
+    simulator_seed: int = 7
+    replay_file: str | None = None
+
+    max_request_bytes: int = Field(default=1_000_000, ge=1_024)
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.upper()
+
+    @property
+    def window_ns(self) -> int:
+        return self.window_seconds * 1_000_000_000
+
+    @property
+    def allowed_lateness_ns(self) -> int:
+        return self.allowed_lateness_seconds * 1_000_000_000
+
+    @property
+    def uses_kafka(self) -> bool:
+        return bool(self.kafka_bootstrap_servers)
+
+    @property
+    def uses_influx(self) -> bool:
+        return bool(self.influx_url and self.influx_token and self.influx_org and self.influx_bucket)
+
+    def public_view(self) -> dict[str, Any]:
+        """What ``/api/v1/admin/config`` may show: no secret, no password inside a URL."""
+        from incidents.security import redact_url
+
+        secret_names = {
+            "secret_key",
+            "jwt_secret",
+            "encryption_key",
+            "admin_password",
+            "influx_token",
+        }
+        view: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in secret_names:
+                view[name] = "set" if value else "unset"
+            elif name == "database_url":
+                view[name] = redact_url(value)
+            else:
+                view[name] = value
+        return view
+
+
+@dataclass
+class IncidentConfig:
+    """Incident thresholds; the seed's names (``config.incident_config.severity_thresholds``)."""
+
+    severity_thresholds: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_SEVERITY_THRESHOLDS)
+    )
+    resolve_after_windows: int = 3
+
+
+@dataclass
+class AdvancedConfiguration:
+    """The seed's configuration entry point: ``AdvancedConfiguration.from_environment("production")``."""
+
+    settings: Settings
+    incident_config: IncidentConfig
+
+    @classmethod
+    def from_environment(cls, environment: str | None = None) -> AdvancedConfiguration:
+        settings = Settings() if environment is None else Settings(environment=environment)
+        return cls(
+            settings=settings,
+            incident_config=IncidentConfig(resolve_after_windows=settings.resolve_after_windows),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

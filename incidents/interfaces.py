@@ -1,0 +1,42 @@
+"""Interfaces the domain core defines and the outer rooms implement.
+
+``incidents`` imports nothing from ``models``/``connectors``/``pipelines``/``api``; code there
+implements these protocols, and composition roots (the CLI, the dataflow builder, the API app
+factory) wire implementations in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol, runtime_checkable
+
+from incidents.schemas import DeadLetter, IncidentUpdate, WindowAggregate
+
+
+@runtime_checkable
+class SeriesDetector(Protocol):
+    """Online anomaly detector for one series: learn/score one window at a time, bounded memory.
+
+    ``score_one`` must use only what ``learn_one`` has seen so far plus the given window
+    (strictly causal), and return a score in [0, 1].
+    """
+
+    def score_one(self, aggregate: WindowAggregate) -> float: ...
+
+    def learn_one(self, aggregate: WindowAggregate) -> None: ...
+
+
+class DetectorFactory(Protocol):
+    def __call__(self) -> SeriesDetector: ...
+
+
+class PipelineSink(Protocol):
+    """Where the detection dataflow's results go (SQLite/PostgreSQL store, InfluxDB, Kafka)."""
+
+    def write_aggregates(self, aggregates: Iterable[WindowAggregate]) -> None: ...
+
+    def apply_incident_updates(self, updates: Iterable[IncidentUpdate]) -> None: ...
+
+    def write_dead_letters(self, letters: Iterable[DeadLetter]) -> None: ...
+
+    def record_pipeline_stats(self, worker: str, counters: Mapping[str, float]) -> None: ...

@@ -1,7 +1,7 @@
 """Rule-based incident classification from measurement, field, tag and metadata names and text.
 
 The rules are deliberately simple keyword matches over normalised tokens; a learned classifier
-(issue: incident management) refines this later. Order of ``CATEGORY_KEYWORDS`` is the priority.
+refines this later. The order of ``CATEGORY_KEYWORDS`` is the priority.
 """
 
 from __future__ import annotations
@@ -12,50 +12,72 @@ from typing import Any
 
 from incidents.schemas import Category, Severity
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 CATEGORY_KEYWORDS: tuple[tuple[Category, frozenset[str]], ...] = (
     (
         Category.SECURITY,
-        frozenset(
-            {"security", "auth", "login", "intrusion", "firewall", "breach", "malware",
-             "unauthorized", "ssh", "tls", "cert", "certificate", "sicherheit", "angriff"}
+        _words(
+            """
+            security auth login intrusion firewall breach malware unauthorized ssh tls cert
+            certificate sicherheit angriff
+            """
         ),
     ),
     (
         Category.DATABASE,
-        frozenset(
-            {"database", "db", "postgres", "postgresql", "mysql", "sql", "query", "queries",
-             "replication", "deadlock", "connections", "pg", "redis", "mongodb", "datenbank",
-             "primary", "replica"}
+        _words(
+            """
+            database db postgres postgresql mysql sql query queries replication deadlock
+            connections pg redis mongodb datenbank primary replica
+            """
         ),
     ),
     (
         Category.MEMORY,
-        frozenset({"mem", "memory", "heap", "oom", "swap", "rss", "gc", "speicher"}),
+        _words(
+            """
+            mem memory heap oom swap rss gc speicher
+            """
+        ),
     ),
     (
         Category.STORAGE,
-        frozenset(
-            {"disk", "diskio", "storage", "volume", "filesystem", "fs", "inode", "inodes",
-             "iops", "io", "festplatte", "used_percent"}
+        _words(
+            """
+            disk diskio storage volume filesystem fs inode inodes iops io festplatte
+            used_percent
+            """
         ),
     ),
     (
         Category.NETWORK,
-        frozenset(
-            {"net", "network", "netstat", "bytes_recv", "bytes_sent", "packets", "latency_ms",
-             "dns", "tcp", "udp", "bandwidth", "packet", "drop", "drops", "netzwerk", "ping"}
+        _words(
+            """
+            net network netstat bytes_recv bytes_sent packets dns tcp udp bandwidth packet
+            drop drops netzwerk ping
+            """
         ),
     ),
     (
         Category.COMPUTE,
-        frozenset({"cpu", "load", "load1", "load5", "usage_user", "usage_system", "processes",
-                   "kernel", "system", "compute"}),
+        _words(
+            """
+            cpu load load1 load5 usage_user usage_system processes kernel system compute
+            """
+        ),
     ),
     (
         Category.APPLICATION,
-        frozenset({"http", "api", "app", "application", "service", "request", "requests",
-                   "response", "latency", "errors", "error", "5xx", "status", "queue",
-                   "anwendung", "timeout"}),
+        _words(
+            """
+            http api app application service request requests response latency errors error
+            5xx status queue anwendung timeout
+            """
+        ),
     ),
 )
 
@@ -63,7 +85,7 @@ _TOKEN = re.compile(r"[a-z0-9_]+")
 
 
 def tokens(texts: Iterable[str]) -> set[str]:
-    """Lower-case tokens, with ``a_b`` also split into ``a`` and ``b`` and German compounds on ``-``."""
+    """Lower-case tokens; ``a_b`` also yields ``a`` and ``b``, and ``-`` separates words."""
     out: set[str] = set()
     for text in texts:
         for tok in _TOKEN.findall(text.lower().replace("-", " ")):

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
 
     @property
     def uses_influx(self) -> bool:
-        return bool(self.influx_url and self.influx_token and self.influx_org and self.influx_bucket)
+        return all((self.influx_url, self.influx_token, self.influx_org, self.influx_bucket))
 
     def public_view(self) -> dict[str, Any]:
         """What ``/api/v1/admin/config`` may show: no secret, no password inside a URL."""
@@ -124,7 +124,7 @@ class IncidentConfig:
 
 @dataclass
 class AdvancedConfiguration:
-    """The seed's configuration entry point: ``AdvancedConfiguration.from_environment("production")``."""
+    """The seed's entry point: ``AdvancedConfiguration.from_environment("production")``."""
 
     settings: Settings
     incident_config: IncidentConfig

@@ -18,16 +18,85 @@ Tags = tuple[tuple[str, str], ...]
 """Tags as a tuple of (key, value) pairs sorted by key: hashable and canonical."""
 
 
+def _escape(text: str, specials: str) -> str:
+    if "\\" not in text and not any(c in text for c in specials):
+        return text
+    out = text.replace("\\", "\\\\")
+    for c in specials:
+        out = out.replace(c, "\\" + c)
+    return out
+
+
 def series_key(measurement: str, tags: Tags, field_name: str) -> str:
     """Canonical series identity: measurement + sorted tags + field name.
 
-    Written like a line-protocol series key with the field appended after a space,
-    e.g. ``cpu,host=a,region=eu usage_user``.
+    Written like a line-protocol series key (same escaping) with the field appended after a
+    space, e.g. ``cpu,host=a,region=eu usage_user``; ``split_series`` reverses it exactly.
     """
+    head = _escape(measurement, ", ")
     if tags:
-        tag_part = ",".join(f"{k}={v}" for k, v in tags)
-        return f"{measurement},{tag_part} {field_name}"
-    return f"{measurement} {field_name}"
+        head += "," + ",".join(f"{_escape(k, ',= ')}={_escape(v, ',= ')}" for k, v in tags)
+    return f"{head} {_escape(field_name, ',= ')}"
+
+
+def _split_unescaped(text: str, sep: str, maxsplit: int = -1) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            current.append(text[i + 1])
+            i += 2
+            continue
+        if c == sep and (maxsplit < 0 or len(parts) < maxsplit):
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    return _split_unescaped(text, "\0", 0)[0] if "\\" in text else text
+
+
+def split_series(series: str) -> tuple[str, dict[str, str], str]:
+    """Inverse of ``series_key``: (measurement, tags, field)."""
+    if "\\" not in series:
+        head, _, field_name = series.rpartition(" ")
+        measurement, *tag_parts = head.split(",")
+        tags = dict(p.split("=", 1) for p in tag_parts)
+        return measurement, tags, field_name
+    # Slow path: escaped separators. Find the last unescaped space, then unescaped commas.
+    i, cut = 0, -1
+    while i < len(series):
+        if series[i] == "\\":
+            i += 2
+            continue
+        if series[i] == " ":
+            cut = i
+        i += 1
+    head, field_raw = series[:cut], series[cut + 1 :]
+    raw_parts: list[str] = []
+    start, i = 0, 0
+    while i < len(head):
+        if head[i] == "\\":
+            i += 2
+            continue
+        if head[i] == ",":
+            raw_parts.append(head[start:i])
+            start = i + 1
+        i += 1
+    raw_parts.append(head[start:])
+    measurement = _unescape(raw_parts[0])
+    tags = {}
+    for raw in raw_parts[1:]:
+        k, v = _split_unescaped(raw, "=", 1)
+        tags[k] = v
+    return measurement, tags, _unescape(field_raw)
 
 
 def tenant_of(tags: Tags) -> str:
@@ -73,29 +142,33 @@ class DeadLetter:
 class PartialAggregate:
     """Mergeable summary of the points of one series inside one window (the combiner's output).
 
-    ``merge`` is associative and commutative except for ``last``, which follows the newest
-    timestamp, so partials can be combined in any order.
+    Mean and variance use Welford's update and Chan's merge, which stay exact for large values
+    (byte counters) where a sum of squares would cancel. ``merge`` is order-independent except
+    for ``last``, which follows the newest timestamp.
     """
 
     series: str
+    tenant: str
     window_start_ns: int
     count: int
-    total: float
-    total_sq: float
+    mean: float
+    m2: float
     minimum: float
     maximum: float
     last: float
     last_ts_ns: int
-    first_ts_ns: int
 
     @classmethod
-    def of_point(cls, series: str, window_start_ns: int, value: float, ts_ns: int) -> PartialAggregate:
-        return cls(series, window_start_ns, 1, value, value * value, value, value, value, ts_ns, ts_ns)
+    def of_point(
+        cls, series: str, tenant: str, window_start_ns: int, value: float, ts_ns: int
+    ) -> PartialAggregate:
+        return cls(series, tenant, window_start_ns, 1, value, 0.0, value, value, value, ts_ns)
 
     def add(self, value: float, ts_ns: int) -> None:
         self.count += 1
-        self.total += value
-        self.total_sq += value * value
+        delta = value - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (value - self.mean)
         if value < self.minimum:
             self.minimum = value
         if value > self.maximum:
@@ -103,19 +176,18 @@ class PartialAggregate:
         if ts_ns >= self.last_ts_ns:
             self.last = value
             self.last_ts_ns = ts_ns
-        if ts_ns < self.first_ts_ns:
-            self.first_ts_ns = ts_ns
 
     def merge(self, other: PartialAggregate) -> None:
-        self.count += other.count
-        self.total += other.total
-        self.total_sq += other.total_sq
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        self.m2 += other.m2 + delta * delta * self.count * other.count / n
+        self.mean += delta * other.count / n
+        self.count = n
         self.minimum = min(self.minimum, other.minimum)
         self.maximum = max(self.maximum, other.maximum)
         if other.last_ts_ns >= self.last_ts_ns:
             self.last = other.last
             self.last_ts_ns = other.last_ts_ns
-        self.first_ts_ns = min(self.first_ts_ns, other.first_ts_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,20 +206,16 @@ class WindowAggregate:
     last: float
 
     @classmethod
-    def from_partial(
-        cls, partial: PartialAggregate, tenant: str, window_ns: int
-    ) -> WindowAggregate:
+    def from_partial(cls, partial: PartialAggregate, window_ns: int) -> WindowAggregate:
         n = partial.count
-        mean = partial.total / n
-        var = max(partial.total_sq / n - mean * mean, 0.0)
-        std = math.sqrt(var * n / (n - 1)) if n > 1 else 0.0
+        std = math.sqrt(max(partial.m2, 0.0) / (n - 1)) if n > 1 else 0.0
         return cls(
             series=partial.series,
-            tenant=tenant,
+            tenant=partial.tenant,
             window_start_ns=partial.window_start_ns,
             window_end_ns=partial.window_start_ns + window_ns,
             count=n,
-            mean=mean,
+            mean=partial.mean,
             minimum=partial.minimum,
             maximum=partial.maximum,
             std=std,
@@ -156,22 +224,20 @@ class WindowAggregate:
 
     @property
     def measurement(self) -> str:
-        return self.series.split(",", 1)[0].split(" ", 1)[0]
-
-    @property
-    def field(self) -> str:
-        return self.series.rsplit(" ", 1)[-1]
+        return split_series(self.series)[0]
 
     @property
     def tags(self) -> dict[str, str]:
-        head = self.series.rsplit(" ", 1)[0]
-        parts = head.split(",")[1:]
-        return dict(p.split("=", 1) for p in parts if "=" in p)
+        return split_series(self.series)[1]
+
+    @property
+    def field(self) -> str:
+        return split_series(self.series)[2]
 
 
 @dataclass(frozen=True, slots=True)
 class AnomalyScore:
-    """A detector's verdict on one window: ``score`` in [0, 1]; ``components`` per ensemble member."""
+    """A detector's verdict on one window: ``score`` in [0, 1]; ``components`` per member."""
 
     aggregate: WindowAggregate
     score: float

@@ -1,0 +1,3 @@
+from incidents.cli import main
+
+raise SystemExit(main())

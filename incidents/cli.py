@@ -1,0 +1,244 @@
+"""The ``incidents`` command line (also ``python -m incidents``).
+
+The CLI is a composition root: it is the one module of the domain core that loads the outer rooms
+(models, pipelines, api, connectors), lazily and per subcommand, so that ``import incidents``
+stays free of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+ENVIRONMENTS = ("local", "development", "staging", "production", "test")
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from models.scoring import score_csv
+
+    try:
+        rows = score_csv(Path(args.input), Path(args.output))
+    except (OSError, ValueError) as exc:
+        print(f"incidents score: {exc}", file=sys.stderr)
+        return 2
+    print(f"scored {rows} rows -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from connectors.store import Store
+    from incidents.config import Settings
+
+    store = Store.from_settings(Settings())
+    store.migrate()
+    store.close()
+    print("database schema is up to date", file=sys.stderr)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from connectors.simulator import MetricsSimulator
+
+    sim = MetricsSimulator(hosts=args.hosts, seed=args.seed)
+    ticks = int(args.hours * 3600 / 10)
+    with open(args.output, "wb") as out:
+        for _ in range(ticks):
+            for message in sim.tick():
+                out.write(message.rstrip(b"\n") + b"\n")
+    print(f"wrote {ticks} ticks of {args.hosts} hosts to {args.output}", file=sys.stderr)
+    for a in sim.injected:
+        print(f"  injected {a.kind:<11} {a.series}", file=sys.stderr)
+    return 0
+
+
+def _dataflow_argv(workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "bytewax.run",
+        "pipelines.detect:build_flow()",
+        "-w",
+        str(workers),
+    ]
+
+
+def _api_argv(host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api.app:create_app",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+
+
+def _cmd_dataflow(args: argparse.Namespace) -> int:
+    return subprocess.call(_dataflow_argv(args.workers))
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    from incidents.config import Settings
+
+    settings = Settings()
+    return subprocess.call(_api_argv(settings.api_host, settings.api_port))
+
+
+def _ensure_admin_password(env: dict[str, str], var_dir: Path) -> str | None:
+    """Generate an admin password when none is configured; returns it only when generated."""
+    if env.get("ADMIN_PASSWORD"):
+        return None
+    password = secrets.token_urlsafe(18)
+    env["ADMIN_PASSWORD"] = password
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = var_dir / "admin-password"
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return password
+
+
+def _wait_for_api(url: str, timeout_s: float, procs: Sequence[subprocess.Popen]) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Run dataflow + API together until Ctrl-C (the local quick start)."""
+    from connectors.store import Store
+    from incidents.config import Settings
+
+    env = dict(os.environ)
+    env["ENVIRONMENT"] = args.environment
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    settings = Settings(environment=args.environment)
+    if settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    store = Store.from_settings(settings)
+    store.migrate()
+    store.close()
+    generated = _ensure_admin_password(env, Path("var"))
+
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    api = subprocess.Popen(_api_argv(settings.api_host, settings.api_port), env=env)
+    flow = subprocess.Popen(_dataflow_argv(args.workers), env=env)
+    procs = [api, flow]
+
+    def stop(*_: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    try:
+        if not _wait_for_api(f"{base}/health", 60, procs):
+            print("the API did not come up; see the messages above", file=sys.stderr)
+            stop()
+            return 1
+        _print_banner(base, settings.admin_username, generated)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        failed = [p for p in procs if p.returncode not in (0, None)]
+        stop()
+        return 1 if failed else 0
+    except KeyboardInterrupt:
+        print("\nstopping ...", file=sys.stderr)
+        stop()
+        return 0
+
+
+def _print_banner(base: str, username: str, generated: str | None) -> None:
+    lines = [
+        "",
+        f"  API          {base}   (docs: {base}/docs, Prometheus: {base}/metrics)",
+        f"  admin user   {username}",
+    ]
+    if generated:
+        lines.append(f"  password     {generated}   (generated; also in var/admin-password)")
+    else:
+        lines.append("  password     from ADMIN_PASSWORD")
+    lines += [
+        f"  token        curl -s -X POST {base}/api/v1/auth/token "
+        f"-d username={username} -d password=...",
+        f"  incidents    curl -s -H 'Authorization: Bearer $TOKEN' {base}/api/v1/incidents",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="incidents",
+        description="Streaming incident detection and incident management.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser(
+        "score",
+        help="score a timestamp,value CSV with the online detector (one point per window)",
+    )
+    score.add_argument("--input", required=True, help="CSV with header timestamp,value")
+    score.add_argument("--output", required=True, help="CSV to write timestamp,value,anomaly_score")
+    score.set_defaults(func=_cmd_score)
+
+    run = sub.add_parser("run", help="run the detection dataflow and the API together")
+    run.add_argument("--environment", choices=ENVIRONMENTS, default="local")
+    run.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
+    run.set_defaults(func=_cmd_run)
+
+    dataflow = sub.add_parser("dataflow", help="run only the detection dataflow (bytewax.run)")
+    dataflow.add_argument("--workers", type=int, default=1)
+    dataflow.set_defaults(func=_cmd_dataflow)
+
+    api = sub.add_parser("api", help="run only the API server")
+    api.set_defaults(func=_cmd_api)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.set_defaults(func=_cmd_migrate)
+
+    simulate = sub.add_parser("simulate", help="write simulated metrics as line protocol")
+    simulate.add_argument("--output", required=True)
+    simulate.add_argument("--hours", type=float, default=6.0)
+    simulate.add_argument("--hosts", type=int, default=8)
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.set_defaults(func=_cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

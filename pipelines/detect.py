@@ -1,0 +1,126 @@
+"""The detection dataflow: raw metric messages in, windows, scores and incidents out.
+
+Run it on Bytewax's own runner (contract 7 of ARCHITECTURE.md)::
+
+    python -m bytewax.run "pipelines.detect:build_flow()" -w 2
+
+All configuration comes from the environment (``incidents.config.Settings``). Read top to bottom,
+the flow is::
+
+    metrics_in -> parse_and_combine -> split_dead_letters -> dead_letters_out
+                                    \\-> windows -> detect -> incident_builder -> incidents_out
+                                                         \\-> windows_out
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import DynamicSink
+
+from incidents.config import DEFAULT_SEVERITY_THRESHOLDS, Settings, get_settings
+from incidents.interfaces import PipelineSink, SeriesDetector
+from incidents.lifecycle import IncidentBuilder
+from incidents.telemetry import COUNTERS, PipelineCounters
+from incidents.windowing import WindowBook
+from pipelines.operators import (
+    ParseAndCombine,
+    WindowLogic,
+    detect_step,
+    incident_step,
+    is_dead_letter,
+)
+
+DEFAULT_SHARDS = 64
+
+
+@dataclass
+class FlowParts:
+    """What a flow is built from; tests swap the source and sinks for Bytewax's testing ones."""
+
+    source: Source
+    windows_sink: DynamicSink
+    incidents_sink: DynamicSink
+    dead_letters_sink: DynamicSink
+    detector_factory: Callable[[], SeriesDetector]
+    counters: PipelineCounters = field(default_factory=lambda: COUNTERS)
+
+
+def build_detection_flow(
+    settings: Settings, parts: FlowParts, shards: int = DEFAULT_SHARDS
+) -> Dataflow:
+    counters = parts.counters
+    flow = Dataflow("incident_detection")
+
+    messages = op.input("metrics_in", flow, parts.source)
+    parsed = op.flat_map_batch(
+        "parse_and_combine", messages, ParseAndCombine(settings.window_ns, shards, counters)
+    )
+    routed = op.branch("split_dead_letters", parsed, is_dead_letter)
+    op.output("dead_letters_out", routed.trues, parts.dead_letters_sink)
+
+    closed = op.stateful(
+        "windows",
+        routed.falses,
+        lambda resumed: WindowLogic(
+            resumed or WindowBook(settings.window_ns, settings.allowed_lateness_ns),
+            counters,
+            idle_close_s=float(settings.window_seconds + settings.allowed_lateness_seconds),
+        ),
+    )
+    scored = op.stateful_map(
+        "detect",
+        closed,
+        detect_step(parts.detector_factory, settings.anomaly_threshold, counters),
+    )
+    op.output("windows_out", scored, parts.windows_sink)
+
+    updates = op.stateful_map(
+        "incident_builder",
+        scored,
+        incident_step(lambda: _incident_builder(settings), counters),
+    )
+    op.output("incidents_out", updates, parts.incidents_sink)
+    return flow
+
+
+def _incident_builder(settings: Settings) -> IncidentBuilder:
+    return IncidentBuilder(
+        threshold=settings.anomaly_threshold,
+        resolve_after_windows=settings.resolve_after_windows,
+        severity_thresholds=DEFAULT_SEVERITY_THRESHOLDS,
+    )
+
+
+def default_parts(settings: Settings) -> FlowParts:
+    """Wire the configured source, the SQL store and the detector for a real run."""
+    from connectors.sinks import StoreSink, TelemetryReporter
+    from connectors.sources import source_from_settings
+    from connectors.store import Store
+    from models.detector import build_detector
+
+    store = Store.from_settings(settings)
+    store.migrate()
+    store.close()
+
+    def open_store() -> PipelineSink:
+        return Store.from_settings(settings)
+
+    reporter = TelemetryReporter(COUNTERS, open_store)
+    return FlowParts(
+        source=source_from_settings(settings),
+        windows_sink=StoreSink(open_store, "windows", reporter),
+        incidents_sink=StoreSink(open_store, "incidents"),
+        dead_letters_sink=StoreSink(open_store, "dead_letters"),
+        detector_factory=build_detector,
+    )
+
+
+def build_flow(settings: Settings | None = None) -> Dataflow:
+    """Entry point for ``python -m bytewax.run "pipelines.detect:build_flow()"``."""
+    settings = settings or get_settings()
+    return build_detection_flow(settings, default_parts(settings))

@@ -1,0 +1,158 @@
+"""The logic of each dataflow step, as small classes Bytewax calls into.
+
+Each step wraps a pure piece of the domain core (parsing, ``WindowBook``, the per-series
+detectors, ``IncidentBuilder``) and adds to the process counters. Everything here is keyed by
+shard (a stable hash of the series), so one stateful call handles many series at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from bytewax.operators import StatefulLogic
+
+from incidents.interfaces import SeriesDetector
+from incidents.lifecycle import IncidentBuilder
+from incidents.parsing import parse_message
+from incidents.schemas import (
+    AnomalyScore,
+    DeadLetter,
+    IncidentEventType,
+    IncidentUpdate,
+    MetricPoint,
+    PartialAggregate,
+    WindowAggregate,
+)
+from incidents.telemetry import PipelineCounters
+from incidents.windowing import WindowBook, combine_points
+
+ShardBatch = tuple[str, list[PartialAggregate]]
+
+
+class ParseAndCombine:
+    """Parse a batch of raw messages and combine its points per (series, window) and shard.
+
+    Emits dead letters as they are and one ``(shard, partials)`` item per shard touched.
+    """
+
+    def __init__(self, window_ns: int, shards: int, counters: PipelineCounters) -> None:
+        self.window_ns = window_ns
+        self.shards = shards
+        self.counters = counters
+
+    def __call__(self, messages: list[bytes]) -> Iterable[DeadLetter | ShardBatch]:
+        points: list[MetricPoint] = []
+        out: list[DeadLetter | ShardBatch] = []
+        now_ns = time.time_ns()
+        for message in messages:
+            raw = message if isinstance(message, bytes) else bytes(message)
+            result = parse_message(raw, default_timestamp_ns=now_ns)
+            points.extend(result.points)
+            out.extend(result.dead_letters)
+        self.counters.add("points", len(points))
+        self.counters.add("dead_letters", len(out))
+        out.extend(combine_points(points, self.window_ns, self.shards).items())
+        return out
+
+
+def is_dead_letter(item: object) -> bool:
+    return isinstance(item, DeadLetter)
+
+
+class WindowLogic(StatefulLogic[list[PartialAggregate], list[WindowAggregate], WindowBook]):
+    """Bytewax stateful logic around one shard's ``WindowBook``.
+
+    Windows close on event time as partials arrive; a wall-clock timer closes the windows of
+    series that went quiet, and end of input closes everything.
+    """
+
+    def __init__(
+        self,
+        book: WindowBook,
+        counters: PipelineCounters,
+        idle_close_s: float,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.book = book
+        self.counters = counters
+        self.idle_ns = int(idle_close_s * 1e9)
+        self.clock = clock
+
+    def on_item(self, value: list[PartialAggregate]) -> tuple[list[list[WindowAggregate]], bool]:
+        result = self.book.add(value, self.clock())
+        self.counters.add("late_points", result.late_points)
+        return ([result.closed] if result.closed else []), StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[list[WindowAggregate]], bool]:
+        closed = self.book.close_idle(self.clock(), self.idle_ns)
+        return ([closed] if closed else []), StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[list[WindowAggregate]], bool]:
+        closed = self.book.close_all()
+        return ([closed] if closed else []), StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if not self.book.open_windows:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=max(self.idle_ns / 2e9, 0.5))
+
+    def snapshot(self) -> WindowBook:
+        return copy.deepcopy(self.book)
+
+
+class ShardDetectors:
+    """The online detectors of the series of one shard: score each window, then learn it."""
+
+    def __init__(self, factory: Callable[[], SeriesDetector], threshold: float) -> None:
+        self.factory = factory
+        self.threshold = threshold
+        self.detectors: dict[str, SeriesDetector] = {}
+
+    def score(self, windows: Iterable[WindowAggregate]) -> list[AnomalyScore]:
+        out: list[AnomalyScore] = []
+        for agg in windows:
+            detector = self.detectors.get(agg.series)
+            if detector is None:
+                detector = self.detectors[agg.series] = self.factory()
+            components = _components(detector, agg)
+            score = min(max(float(detector.score_one(agg)), 0.0), 1.0)
+            detector.learn_one(agg)
+            out.append(AnomalyScore(agg, score, score >= self.threshold, components))
+        return out
+
+
+def _components(detector: SeriesDetector, agg: WindowAggregate) -> Mapping[str, float]:
+    by_member = getattr(detector, "score_components", None)
+    return dict(by_member(agg)) if by_member is not None else {}
+
+
+def detect_step(
+    factory: Callable[[], SeriesDetector], threshold: float, counters: PipelineCounters
+) -> Callable[[ShardDetectors | None, list[WindowAggregate]], tuple[ShardDetectors, list]]:
+    def step(
+        state: ShardDetectors | None, windows: list[WindowAggregate]
+    ) -> tuple[ShardDetectors, list[AnomalyScore]]:
+        state = state or ShardDetectors(factory, threshold)
+        scored = state.score(windows)
+        counters.add("windows", len(scored))
+        counters.add("anomalies", sum(1 for s in scored if s.is_anomaly))
+        return state, scored
+
+    return step
+
+
+def incident_step(
+    make_builder: Callable[[], IncidentBuilder], counters: PipelineCounters
+) -> Callable[[IncidentBuilder | None, list[AnomalyScore]], tuple[IncidentBuilder, list]]:
+    def step(
+        state: IncidentBuilder | None, scored: list[AnomalyScore]
+    ) -> tuple[IncidentBuilder, list[IncidentUpdate]]:
+        state = state or make_builder()
+        updates = state.run(scored)
+        counters.add("incidents", sum(1 for u in updates if u.type is IncidentEventType.OPENED))
+        return state, updates
+
+    return step

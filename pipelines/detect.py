@@ -99,7 +99,6 @@ def _incident_builder(settings: Settings) -> IncidentBuilder:
 def default_parts(settings: Settings) -> FlowParts:
     """Wire the configured source, the SQL store and the detector for a real run."""
     from connectors.sinks import StoreSink, TelemetryReporter
-    from connectors.sources import source_from_settings
     from connectors.store import Store
     from models.detector import build_detector
 
@@ -112,11 +111,24 @@ def default_parts(settings: Settings) -> FlowParts:
 
     reporter = TelemetryReporter(COUNTERS, open_store)
     return FlowParts(
-        source=source_from_settings(settings),
+        source=metrics_source(settings),
         windows_sink=StoreSink(open_store, "windows", reporter),
         incidents_sink=StoreSink(open_store, "incidents"),
         dead_letters_sink=StoreSink(open_store, "dead_letters"),
         detector_factory=build_detector,
+    )
+
+
+def metrics_source(settings: Settings) -> Source:
+    """The configured input: a replay file when ``REPLAY_FILE`` is set, else the simulator."""
+    from connectors.sources import ReplaySource, SimulatorSource
+
+    if settings.replay_file:
+        return ReplaySource(settings.replay_file)
+    return SimulatorSource(
+        hosts=settings.simulator_hosts,
+        seed=settings.simulator_seed,
+        speed=settings.simulator_speed,
     )
 
 

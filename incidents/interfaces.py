@@ -7,10 +7,11 @@ factory) wire implementations in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from incidents.schemas import DeadLetter, IncidentUpdate, WindowAggregate
+from incidents.records import Incident
+from incidents.schemas import AnomalyScore, DeadLetter, IncidentUpdate, WindowAggregate
 
 
 @runtime_checkable
@@ -31,11 +32,21 @@ class DetectorFactory(Protocol):
 
 
 class PipelineSink(Protocol):
-    """Where the detection dataflow's results go (SQLite/PostgreSQL store, InfluxDB, Kafka)."""
+    """Where the detection dataflow's results go (SQLite/PostgreSQL store, InfluxDB, Kafka).
 
-    def write_aggregates(self, aggregates: Iterable[WindowAggregate]) -> None: ...
+    Every method must be idempotent under replay (Bytewax recovery re-emits what came after the
+    last snapshot): a replayed window overwrites itself, a replayed incident update is ignored.
+    """
 
-    def apply_incident_updates(self, updates: Iterable[IncidentUpdate]) -> None: ...
+    def write_windows(self, scored: Iterable[AnomalyScore]) -> None:
+        """Store each scored window aggregate (upsert by tenant, series and window start)."""
+        ...
+
+    def apply_incident_updates(
+        self, updates: Iterable[IncidentUpdate]
+    ) -> Sequence[Incident] | None:
+        """Apply the incident builder's steps; a store returns the incidents it changed."""
+        ...
 
     def write_dead_letters(self, letters: Iterable[DeadLetter]) -> None: ...
 

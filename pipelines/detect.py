@@ -36,6 +36,7 @@ from pipelines.operators import (
 )
 
 DEFAULT_SHARDS = 64
+SIMULATOR_BACKFILL_S = 7200.0
 
 
 @dataclass
@@ -122,13 +123,19 @@ def default_parts(settings: Settings) -> FlowParts:
 def metrics_source(settings: Settings) -> Source:
     """The configured input: a replay file when ``REPLAY_FILE`` is set, else the simulator."""
     from connectors.sources import ReplaySource, SimulatorSource
+    from models.detector import DetectorConfig
 
     if settings.replay_file:
         return ReplaySource(settings.replay_file)
+    # Two hours of history are replayed at full speed first; anomalies start only after the
+    # detectors' warm-up (DetectorConfig.min_history windows), so the first ones are caught.
+    warmup_s = (DetectorConfig().min_history + 4) * settings.window_seconds
     return SimulatorSource(
         hosts=settings.simulator_hosts,
         seed=settings.simulator_seed,
         speed=settings.simulator_speed,
+        backfill_s=max(SIMULATOR_BACKFILL_S, warmup_s + 1200),
+        warmup_s=warmup_s,
     )
 
 

@@ -209,7 +209,7 @@ def test_non_finite_window_scores_zero_and_is_not_learned() -> None:
 def test_other_member_sets(members: tuple[str, ...]) -> None:
     values = noisy_sinusoid(300, seed=12)
     values[280] += 40.0
-    detector = build_detector(DetectorConfig(members=members))
+    detector = build_detector(DetectorConfig(members=members, min_history=24))
     scores = run(values, detector)
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert scores[280] >= 0.9

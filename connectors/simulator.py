@@ -152,7 +152,7 @@ def _profile_numbers(
 
 def _rng(seed: int, *purpose: object) -> random.Random:
     """An independent, reproducible stream per purpose (simulation only, not for secrets)."""
-    return random.Random(":".join(map(str, (seed, *purpose))))  # noqa: S311
+    return random.Random(":".join(map(str, (seed, *purpose))))  # noqa: S311  # nosec B311
 
 
 def _host_tags(host: str, tenant: str | None) -> tuple[tuple[str, str], ...]:

@@ -904,13 +904,41 @@ class Store:
             current = self._get(conn, tenant, incident_id)
             if current is None or current.is_resolved:
                 return current
-            values = status_values(
-                current, IncidentStatus.RESOLVED, actor=actor, now=now, resolution=resolution
-            )
-            incident = self._update(conn, current, values, now)
-            details = {"from": str(current.status), "resolution": resolution}
-            self._add_timeline(conn, incident, TimelineType.RESOLVED, actor, details, now)
-            return incident
+            return self._resolve(conn, current, actor, resolution, now)
+
+    def _resolve(
+        self, conn: Connection, current: Incident, actor: str, resolution: str | None, now: datetime
+    ) -> Incident:
+        values = status_values(
+            current, IncidentStatus.RESOLVED, actor=actor, now=now, resolution=resolution
+        )
+        incident = self._update(conn, current, values, now)
+        details = {"from": str(current.status), "resolution": resolution}
+        self._add_timeline(conn, incident, TimelineType.RESOLVED, actor, details, now)
+        return incident
+
+    def resolve_open_detected(self, *, actor: str, resolution: str) -> int:
+        """Resolve every unresolved detected incident (all tenants); returns how many.
+
+        A dataflow that starts without recovery state has no memory of the incidents it opened
+        before, so it would never auto-resolve them: the local run calls this at start.
+        """
+        now = utc_now()
+        t = incidents_table
+        resolved = 0
+        with self._write() as conn:
+            rows = conn.execute(
+                sa.select(t.c.tenant, t.c.id).where(
+                    t.c.kind == str(IncidentKind.DETECTED),
+                    t.c.status != str(IncidentStatus.RESOLVED),
+                )
+            ).all()
+            for tenant, incident_id in rows:
+                current = self._get(conn, tenant, incident_id)
+                if current is not None:
+                    self._resolve(conn, current, actor, resolution, now)
+                    resolved += 1
+        return resolved
 
     def timeline(self, tenant: str, incident_id: str) -> list[TimelineEntry]:
         e = incident_events_table

@@ -140,7 +140,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     store = Store.from_settings(settings)
     store.migrate()
+    orphaned = store.resolve_open_detected(
+        actor="system", resolution="dataflow restarted without recovery state"
+    )
     store.close()
+    if orphaned:
+        print(
+            f"resolved {orphaned} detected incidents left open by an earlier run", file=sys.stderr
+        )
     generated = _ensure_admin_password(env, Path("var"))
 
     base = f"http://{settings.api_host}:{settings.api_port}"

@@ -577,3 +577,22 @@ def test_users_upsert_and_get(store):
         True,
     )
     assert "hash-2" not in repr(alice)
+
+
+def test_resolve_open_detected_closes_orphans_of_an_earlier_run(tmp_path):
+    from incidents.lifecycle import IncidentBuilder
+    from incidents.schemas import AnomalyScore, IncidentStatus, WindowAggregate
+
+    store = Store(f"sqlite:///{tmp_path / 'orphans.db'}")
+    store.migrate()
+    agg = WindowAggregate("cpu,host=a usage", "default", 0, 60, 6, 99.0, 90.0, 99.0, 1.0, 99.0)
+    builder = IncidentBuilder(
+        threshold=0.95, resolve_after_windows=3, severity_thresholds={"critical": 0.9}
+    )
+    store.apply_incident_updates(builder.run([AnomalyScore(agg, 1.0, True)]))
+    assert store.resolve_open_detected(actor="system", resolution="restart") == 1
+    items, total = store.list_incidents("default", IncidentQuery())
+    assert total == 1 and items[0].status is IncidentStatus.RESOLVED
+    assert items[0].resolution == "restart"
+    assert store.timeline("default", items[0].id)[-1].actor == "system"
+    assert store.resolve_open_detected(actor="system", resolution="restart") == 0

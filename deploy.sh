@@ -53,8 +53,11 @@ ensure_venv() {
   local stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     log "installing the project and its dependencies into .venv (first run takes a few minutes)"
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[dev]"
+    if ! { .venv/bin/python -m pip install --upgrade pip &&
+           .venv/bin/python -m pip install -e ".[dev]"; } > .venv/install.log 2>&1; then
+      tail -n 30 .venv/install.log >&2
+      die "installing dependencies failed; the whole log is .venv/install.log"
+    fi
     rm -f .venv/.installed-*
     touch "$stamp"
     log "installed"

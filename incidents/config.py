@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     allowed_lateness_seconds: int = Field(default=30, ge=0, le=86_400)
     anomaly_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
     resolve_after_windows: int = Field(default=3, ge=1, le=10_000)
+    severity_thresholds: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_SEVERITY_THRESHOLDS)
+    )
 
     secret_key: SecretStr | None = None
     jwt_secret: SecretStr | None = None
@@ -67,6 +70,16 @@ class Settings(BaseSettings):
     replay_file: str | None = None
 
     max_request_bytes: int = Field(default=1_000_000, ge=1_024)
+
+    @field_validator("severity_thresholds")
+    @classmethod
+    def _known_severities(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(DEFAULT_SEVERITY_THRESHOLDS)
+        if unknown:
+            raise ValueError(f"unknown severities {sorted(unknown)}; use critical/high/medium/low")
+        if any(not 0.0 <= x <= 1.0 for x in v.values()):
+            raise ValueError("severity thresholds must lie in [0, 1]")
+        return {**DEFAULT_SEVERITY_THRESHOLDS, **v}
 
     @field_validator("log_level")
     @classmethod
@@ -134,7 +147,10 @@ class AdvancedConfiguration:
         settings = Settings() if environment is None else Settings(environment=environment)
         return cls(
             settings=settings,
-            incident_config=IncidentConfig(resolve_after_windows=settings.resolve_after_windows),
+            incident_config=IncidentConfig(
+                severity_thresholds=dict(settings.severity_thresholds),
+                resolve_after_windows=settings.resolve_after_windows,
+            ),
         )
 
 

@@ -22,7 +22,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink
 
-from incidents.config import DEFAULT_SEVERITY_THRESHOLDS, Settings, get_settings
+from incidents.config import Settings, get_settings
 from incidents.interfaces import PipelineSink, SeriesDetector
 from incidents.lifecycle import IncidentBuilder
 from incidents.telemetry import COUNTERS, PipelineCounters
@@ -93,7 +93,7 @@ def _incident_builder(settings: Settings) -> IncidentBuilder:
     return IncidentBuilder(
         threshold=settings.anomaly_threshold,
         resolve_after_windows=settings.resolve_after_windows,
-        severity_thresholds=DEFAULT_SEVERITY_THRESHOLDS,
+        severity_thresholds=settings.severity_thresholds,
     )
 
 

@@ -39,6 +39,11 @@ PRECISION_MULTIPLIERS: dict[str, int] = {
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
+MIN_TIMESTAMP_NS = 0
+MAX_TIMESTAMP_NS = 4_102_444_800 * 1_000_000_000
+"""Supported event times: 1970-01-01 up to (excluding) 2100-01-01 UTC. Wider int64 timestamps
+are valid line protocol but no metric comes from there, and window ends near int64's limit
+would overflow every store."""
 
 _BOOLS: dict[str, float] = {
     "t": 1.0,
@@ -166,9 +171,12 @@ def _parse_value(key: str, token: str) -> float:
 def _parse_timestamp(token: str, multiplier: int) -> int:
     if not token.isascii() or not (token.isdigit() or (token[:1] == "-" and token[1:].isdigit())):
         raise _Invalid(f"invalid timestamp '{_shown(token)}'")
-    timestamp = int(token) * multiplier
-    if not INT64_MIN <= timestamp <= INT64_MAX:
-        raise _Invalid(f"timestamp out of range '{_shown(token)}'")
+    return _checked_timestamp(int(token) * multiplier, token)
+
+
+def _checked_timestamp(timestamp: int, shown: object) -> int:
+    if not MIN_TIMESTAMP_NS <= timestamp < MAX_TIMESTAMP_NS:
+        raise _Invalid(f"timestamp {_shown(str(shown))} is outside the supported range 1970..2099")
     return timestamp
 
 
@@ -226,7 +234,7 @@ def _parse_plain_line(line: str, multiplier: int, default_ts: int, out: list[Met
         token = parts[2]
         if multiplier == 1 and token.isascii() and token.isdigit():
             timestamp = int(token)
-            if timestamp > INT64_MAX:
+            if timestamp >= MAX_TIMESTAMP_NS:
                 timestamp = None
         else:
             try:
@@ -526,9 +534,7 @@ def _json_timestamp(value: Any, default_ts: int) -> int:
         # Rounded to microseconds: a double near 1.7e9 s cannot carry more, and this keeps
         # 1700000000.123 at ...123000000 ns instead of ...122999906 ns.
         timestamp = round(value * 1_000_000) * 1_000
-    if not INT64_MIN <= timestamp <= INT64_MAX:
-        raise _Invalid("'timestamp' out of range")
-    return timestamp
+    return _checked_timestamp(timestamp, value)
 
 
 def _json_metric_points(metric: Any, default_ts: int) -> list[MetricPoint]:

@@ -98,6 +98,7 @@ class TelemetryReporter:
         self.out = out
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._started = time.monotonic()
+        self._last: tuple[float, float] = (self._started, 0.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -128,7 +129,11 @@ class TelemetryReporter:
         except Exception as exc:  # telemetry must never stop the dataflow
             print(f"[dataflow] could not record stats: {exc}", file=sys.stderr)
         if self.out is not None:
-            print(format_progress(values, time.monotonic() - self._started), file=self.out)
+            now, points = time.monotonic(), values.get("points", 0.0)
+            last_at, last_points = self._last
+            rate = (points - last_points) / (now - last_at) if now > last_at else 0.0
+            self._last = (now, points)
+            print(format_progress(values, now - self._started, rate), file=self.out)
             self.out.flush()
 
     def stop(self) -> None:

@@ -32,8 +32,13 @@ class PipelineCounters:
             self._values = dict.fromkeys(COUNTER_NAMES, 0.0)
 
 
-def format_progress(values: Mapping[str, float], elapsed_s: float) -> str:
-    rate = values.get("points", 0.0) / elapsed_s if elapsed_s > 0 else 0.0
+def format_progress(
+    values: Mapping[str, float], elapsed_s: float, recent_rate: float | None = None
+) -> str:
+    """One progress line; ``recent_rate`` is points/s over the last interval, if known."""
+    rate = recent_rate
+    if rate is None:
+        rate = values.get("points", 0.0) / elapsed_s if elapsed_s > 0 else 0.0
     return (
         f"[dataflow] {elapsed_s:7.1f}s  points={int(values.get('points', 0)):,} ({rate:,.0f}/s)"
         f"  windows={int(values.get('windows', 0)):,}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 DEFAULT_TENANT = "default"
@@ -27,11 +28,13 @@ def _escape(text: str, specials: str) -> str:
     return out
 
 
+@lru_cache(maxsize=1 << 17)
 def series_key(measurement: str, tags: Tags, field_name: str) -> str:
     """Canonical series identity: measurement + sorted tags + field name.
 
     Written like a line-protocol series key (same escaping) with the field appended after a
     space, e.g. ``cpu,host=a,region=eu usage_user``; ``split_series`` reverses it exactly.
+    Cached: agents repeat the same series forever, and this runs once per point.
     """
     head = _escape(measurement, ", ")
     if tags:
@@ -99,6 +102,7 @@ def split_series(series: str) -> tuple[str, dict[str, str], str]:
     return measurement, tags, _unescape(field_raw)
 
 
+@lru_cache(maxsize=1 << 16)
 def tenant_of(tags: Tags) -> str:
     for k, v in tags:
         if k == TENANT_TAG:

@@ -134,6 +134,12 @@ class WindowBook:
                 closed.extend(self._finish(state, s) for s in sorted(state.open))
         return closed
 
+    def touch_all(self, wall_ns: int) -> None:
+        """Count ``wall_ns`` as activity of every series (after a restart from a snapshot, the
+        downtime must not make every series look idle)."""
+        for state in self.series.values():
+            state.last_wall_ns = wall_ns
+
     def close_all(self) -> list[WindowAggregate]:
         closed: list[WindowAggregate] = []
         for state in self.series.values():

@@ -28,11 +28,13 @@ from incidents.lifecycle import IncidentBuilder
 from incidents.telemetry import COUNTERS, PipelineCounters
 from incidents.windowing import WindowBook
 from pipelines.operators import (
+    DetectLogic,
+    IncidentLogic,
     ParseAndCombine,
+    ShardDetectors,
     WindowLogic,
-    detect_step,
-    incident_step,
     is_dead_letter,
+    restore,
 )
 
 DEFAULT_SHARDS = 64
@@ -64,26 +66,33 @@ def build_detection_flow(
     routed = op.branch("split_dead_letters", parsed, is_dead_letter)
     op.output("dead_letters_out", routed.trues, parts.dead_letters_sink)
 
+    window_ns, lateness_ns = settings.window_ns, settings.allowed_lateness_ns
+    idle_close_s = float(settings.window_seconds + settings.allowed_lateness_seconds)
     closed = op.stateful(
         "windows",
         routed.falses,
-        lambda resumed: WindowLogic(
-            resumed or WindowBook(settings.window_ns, settings.allowed_lateness_ns),
-            counters,
-            idle_close_s=float(settings.window_seconds + settings.allowed_lateness_seconds),
+        lambda snapshot: WindowLogic(
+            restore(snapshot, lambda: WindowBook(window_ns, lateness_ns)), counters, idle_close_s
         ),
     )
-    scored = op.stateful_map(
+    scored = op.stateful(
         "detect",
         closed,
-        detect_step(parts.detector_factory, settings.anomaly_threshold, counters),
+        lambda snapshot: DetectLogic(
+            ShardDetectors(
+                parts.detector_factory, settings.anomaly_threshold, restore(snapshot, dict)
+            ),
+            counters,
+        ),
     )
     op.output("windows_out", scored, parts.windows_sink)
 
-    updates = op.stateful_map(
+    updates = op.stateful(
         "incident_builder",
         scored,
-        incident_step(lambda: _incident_builder(settings), counters),
+        lambda snapshot: IncidentLogic(
+            restore(snapshot, lambda: _incident_builder(settings)), counters
+        ),
     )
     op.output("incidents_out", updates, parts.incidents_sink)
     return flow

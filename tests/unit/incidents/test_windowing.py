@@ -128,3 +128,11 @@ def test_invalid_window_configuration_is_refused():
         WindowBook(0, 0)
     with pytest.raises(ValueError):
         WindowBook(W, -1)
+
+
+def test_touch_all_keeps_restored_series_from_looking_idle():
+    book = WindowBook(W, lateness_ns=0)
+    book.add([partial("cpu,host=a usage", 1.0, 10)], wall_ns=0)
+    book.touch_all(wall_ns=1_000 * S)
+    assert book.close_idle(wall_ns=1_050 * S, idle_ns=90 * S) == []
+    assert len(book.close_idle(wall_ns=1_100 * S, idle_ns=90 * S)) == 1

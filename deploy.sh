@@ -2,8 +2,9 @@
 # Set up and run the incident platform.
 #
 #   ./deploy.sh --environment local        simulator -> dataflow -> SQLite -> API (one command)
-#   ./deploy.sh --environment development  the same against the services configured in the env
+#   ./deploy.sh --environment development  Kafka -> dataflow -> InfluxDB + PostgreSQL -> API
 #   ./deploy.sh test                       lint, security scan and the whole test suite
+#   ./deploy.sh services up|down|status|env|logs   Kafka, InfluxDB, PostgreSQL on loopback
 #   ./deploy.sh migrate                    create or upgrade the database schema
 #
 # Options: --workers N (Bytewax worker threads), --dry-run (print what would run), -h/--help.
@@ -18,7 +19,7 @@ DRY_RUN=0
 log() { printf '[deploy] %s\n' "$*" >&2; }
 die() { printf '[deploy] error: %s\n' "$*" >&2; exit 1; }
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY_RUN=1; shift ;;
     -h|--help|help) usage; exit 0 ;;
     test|migrate) VERB="$1"; shift ;;
+    services) shift; exec bash scripts/services.sh "$@" ;;
     *) die "unknown argument '$1' (see ./deploy.sh --help)" ;;
   esac
 done
@@ -88,6 +90,9 @@ case "$ENVIRONMENT" in
   local|development|staging|production) ;;
   *) die "unknown environment '$ENVIRONMENT' (local, development, staging, production)" ;;
 esac
+if [ "$ENVIRONMENT" != local ] && [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+  die "$ENVIRONMENT needs KAFKA_BOOTSTRAP_SERVERS, INFLUX_* and DATABASE_URL; for the services on this machine run: ./deploy.sh services up && eval \"\$(./deploy.sh services env)\""
+fi
 ensure_venv
 export ENVIRONMENT
 log "starting the $ENVIRONMENT deployment (Ctrl-C stops it)"

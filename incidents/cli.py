@@ -60,8 +60,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataflow_argv(workers: int) -> list[str]:
-    return [
+def _dataflow_argv(workers: int, recovery_dir: Path | None, snapshot_s: int) -> list[str]:
+    argv = [
         sys.executable,
         "-m",
         "bytewax.run",
@@ -69,6 +69,28 @@ def _dataflow_argv(workers: int) -> list[str]:
         "-w",
         str(workers),
     ]
+    if recovery_dir is not None:
+        argv += ["-r", str(recovery_dir), "-s", str(snapshot_s), "-b", "0"]
+    return argv
+
+
+def _prepare_recovery(recovery_dir: Path | None) -> Path | None:
+    """Create Bytewax's recovery partitions on first use (one partition: one dataflow process)."""
+    if recovery_dir is None:
+        return None
+    if not any(recovery_dir.glob("part-*.sqlite3")):
+        from bytewax.recovery import init_db_dir
+
+        recovery_dir.mkdir(parents=True, exist_ok=True)
+        init_db_dir(recovery_dir, 1)
+        print(f"initialised Bytewax recovery in {recovery_dir}", file=sys.stderr)
+    return recovery_dir
+
+
+def _recovery_dir(args: argparse.Namespace, environment: str) -> Path | None:
+    if args.no_recovery or (environment == "local" and args.recovery_dir is None):
+        return None
+    return Path(args.recovery_dir or "var/recovery")
 
 
 def _api_argv(host: str, port: int) -> list[str]:
@@ -88,7 +110,9 @@ def _api_argv(host: str, port: int) -> list[str]:
 
 
 def _cmd_dataflow(args: argparse.Namespace) -> int:
-    return subprocess.call(_dataflow_argv(args.workers))
+    environment = os.environ.get("ENVIRONMENT", "local")
+    recovery = _prepare_recovery(_recovery_dir(args, environment))
+    return subprocess.call(_dataflow_argv(args.workers, recovery, args.snapshot_interval))
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
@@ -140,9 +164,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     store = Store.from_settings(settings)
     store.migrate()
-    orphaned = store.resolve_open_detected(
-        actor="system", resolution="dataflow restarted without recovery state"
-    )
+    orphaned = 0
+    if _recovery_dir(args, args.environment) is None:
+        orphaned = store.resolve_open_detected(
+            actor="system", resolution="dataflow restarted without recovery state"
+        )
     store.close()
     if orphaned:
         print(
@@ -152,7 +178,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     base = f"http://{settings.api_host}:{settings.api_port}"
     api = subprocess.Popen(_api_argv(settings.api_host, settings.api_port), env=env)
-    flow = subprocess.Popen(_dataflow_argv(args.workers), env=env)
+    recovery = _prepare_recovery(_recovery_dir(args, args.environment))
+    flow_argv = _dataflow_argv(args.workers, recovery, args.snapshot_interval)
+    flow = subprocess.Popen(flow_argv, env=env)
     procs = [api, flow]
 
     def stop(*_: object) -> None:
@@ -203,6 +231,18 @@ def _print_banner(base: str, username: str, generated: str | None) -> None:
     print("\n".join(lines), flush=True)
 
 
+def _add_recovery_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--recovery-dir",
+        help="Bytewax recovery directory (default var/recovery outside local mode; "
+        "local mode runs without recovery unless this is given)",
+    )
+    parser.add_argument("--no-recovery", action="store_true", help="run without snapshots")
+    parser.add_argument(
+        "--snapshot-interval", type=int, default=10, help="seconds between recovery snapshots"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="incidents",
@@ -221,10 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the detection dataflow and the API together")
     run.add_argument("--environment", choices=ENVIRONMENTS, default="local")
     run.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
+    _add_recovery_args(run)
     run.set_defaults(func=_cmd_run)
 
     dataflow = sub.add_parser("dataflow", help="run only the detection dataflow (bytewax.run)")
     dataflow.add_argument("--workers", type=int, default=1)
+    _add_recovery_args(dataflow)
     dataflow.set_defaults(func=_cmd_dataflow)
 
     api = sub.add_parser("api", help="run only the API server")

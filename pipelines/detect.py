@@ -14,7 +14,7 @@ the flow is::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import bytewax.operators as op
@@ -41,16 +41,28 @@ DEFAULT_SHARDS = 64
 SIMULATOR_BACKFILL_S = 7200.0
 
 
+Sinks = DynamicSink | Mapping[str, DynamicSink]
+"""One sink, or several by name (e.g. ``{"store": ..., "influx": ...}``): each gets all items."""
+
+
 @dataclass
 class FlowParts:
     """What a flow is built from; tests swap the source and sinks for Bytewax's testing ones."""
 
     source: Source
-    windows_sink: DynamicSink
-    incidents_sink: DynamicSink
-    dead_letters_sink: DynamicSink
+    windows_sink: Sinks
+    incidents_sink: Sinks
+    dead_letters_sink: Sinks
     detector_factory: Callable[[], SeriesDetector]
     counters: PipelineCounters = field(default_factory=lambda: COUNTERS)
+
+
+def _output_all(step_id: str, stream: op.Stream, sinks: Sinks) -> None:
+    if isinstance(sinks, DynamicSink):
+        op.output(step_id, stream, sinks)
+        return
+    for name, sink in sinks.items():
+        op.output(f"{step_id}_{name}", stream, sink)
 
 
 def build_detection_flow(
@@ -64,7 +76,7 @@ def build_detection_flow(
         "parse_and_combine", messages, ParseAndCombine(settings.window_ns, shards, counters)
     )
     routed = op.branch("split_dead_letters", parsed, is_dead_letter)
-    op.output("dead_letters_out", routed.trues, parts.dead_letters_sink)
+    _output_all("dead_letters_out", routed.trues, parts.dead_letters_sink)
 
     window_ns, lateness_ns = settings.window_ns, settings.allowed_lateness_ns
     idle_close_s = float(settings.window_seconds + settings.allowed_lateness_seconds)
@@ -85,7 +97,7 @@ def build_detection_flow(
             counters,
         ),
     )
-    op.output("windows_out", scored, parts.windows_sink)
+    _output_all("windows_out", scored, parts.windows_sink)
 
     updates = op.stateful(
         "incident_builder",
@@ -94,7 +106,7 @@ def build_detection_flow(
             restore(snapshot, lambda: _incident_builder(settings)), counters
         ),
     )
-    op.output("incidents_out", updates, parts.incidents_sink)
+    _output_all("incidents_out", updates, parts.incidents_sink)
     return flow
 
 

@@ -77,6 +77,12 @@ run_tests() {
   run .venv/bin/ruff format --check .
   log "bandit (security scan of the product code)"
   run .venv/bin/bandit -q -c pyproject.toml -r incidents pipelines connectors models api
+  log "services for the integration tests (Kafka, InfluxDB, PostgreSQL)"
+  run bash scripts/services.sh up
+  local service_env
+  service_env="$(bash scripts/services.sh env)" || die "the services harness could not print its settings"
+  eval "$service_env"
+  export INCIDENTS_REQUIRE_SERVICES=1
   log "pytest"
   run .venv/bin/python -m pytest -q tests
 }

@@ -25,6 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_TAIL_FRACTION = 0.1
+SMALL_SAMPLE_EXCEEDANCES = 10.0
+"""Shrinkage of the tail towards caution: the fitted scale is multiplied by ``1 + k0 / k`` for
+``k`` exceedances. A tail fitted on a handful of points (a young series) is mostly noise, and
+an exponential extrapolated from it cried wolf right after warm-up; with hundreds of points the
+correction fades out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +61,12 @@ class TailCalibrator:
         threshold = float(values[cut])
         excess = values[values > threshold].astype(np.float64) - threshold
         mean_excess = float(excess.mean()) if excess.size else 0.0
+        shrinkage = 1.0 + SMALL_SAMPLE_EXCEEDANCES / max(excess.size, 1)
         return cls(
             sorted_scores=values,
             threshold=threshold,
             threshold_probability=_empirical_survival(values, threshold),
-            tail_scale=max(mean_excess, min_scale, np.finfo(np.float64).tiny),
+            tail_scale=max(mean_excess * shrinkage, min_scale, np.finfo(np.float64).tiny),
         )
 
     @property

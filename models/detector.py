@@ -55,7 +55,7 @@ class DetectorConfig:
     history: int = 256
     refit_every: int = 32
     forecast_refit_every: int = 64
-    min_history: int = 96
+    min_history: int = 24
     members: tuple[str, ...] = ("ecod", "arima")
     arima_order: ArimaOrder = (1, 1, 1)
     tail_fraction: float = DEFAULT_TAIL_FRACTION

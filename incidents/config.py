@@ -34,6 +34,7 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str | None = None
     kafka_metrics_topic: str = "metrics"
+    kafka_metrics_partitions: int = Field(default=1, ge=1, le=10_000)
     kafka_dlq_topic: str = "metrics.dlq"
     kafka_incidents_topic: str = "incidents"
 

@@ -119,7 +119,12 @@ def _incident_builder(settings: Settings) -> IncidentBuilder:
 
 
 def default_parts(settings: Settings) -> FlowParts:
-    """Wire the configured source, the SQL store and the detector for a real run."""
+    """Wire the configured source, sinks and detector for a real run.
+
+    Always the SQL store (SQLite locally, PostgreSQL in development/production); with Kafka
+    configured, dead letters and incident updates also go to their topics; with InfluxDB
+    configured, windows and incident annotations also go there.
+    """
     from connectors.sinks import StoreSink, TelemetryReporter
     from connectors.store import Store
     from models.detector import build_detector
@@ -132,20 +137,44 @@ def default_parts(settings: Settings) -> FlowParts:
         return Store.from_settings(settings)
 
     reporter = TelemetryReporter(COUNTERS, open_store)
+    windows: dict[str, DynamicSink] = {"store": StoreSink(open_store, "windows", reporter)}
+    incidents: dict[str, DynamicSink] = {"store": StoreSink(open_store, "incidents")}
+    dead_letters: dict[str, DynamicSink] = {"store": StoreSink(open_store, "dead_letters")}
+    if settings.uses_kafka:
+        from connectors.kafka import (
+            KafkaDeadLetterSink,
+            KafkaIncidentSink,
+            ensure_topics,
+            settings_topics,
+        )
+
+        ensure_topics(settings.kafka_bootstrap_servers or "", settings_topics(settings))
+        dead_letters["kafka"] = KafkaDeadLetterSink.from_settings(settings)
+        incidents["kafka"] = KafkaIncidentSink.from_settings(settings)
+    if settings.uses_influx:
+        from connectors.influx import InfluxIncidentSink, InfluxWindowSink
+
+        windows["influx"] = InfluxWindowSink(settings)
+        incidents["influx"] = InfluxIncidentSink(settings)
     return FlowParts(
         source=metrics_source(settings),
-        windows_sink=StoreSink(open_store, "windows", reporter),
-        incidents_sink=StoreSink(open_store, "incidents"),
-        dead_letters_sink=StoreSink(open_store, "dead_letters"),
+        windows_sink=windows,
+        incidents_sink=incidents,
+        dead_letters_sink=dead_letters,
         detector_factory=build_detector,
     )
 
 
 def metrics_source(settings: Settings) -> Source:
-    """The configured input: a replay file when ``REPLAY_FILE`` is set, else the simulator."""
+    """The configured input: Kafka when configured, a replay file when ``REPLAY_FILE`` is set,
+    else the simulator."""
     from connectors.sources import ReplaySource, SimulatorSource
     from models.detector import DetectorConfig
 
+    if settings.uses_kafka:
+        from connectors.kafka import KafkaMetricsSource
+
+        return KafkaMetricsSource.from_settings(settings)
     if settings.replay_file:
         return ReplaySource(settings.replay_file)
     # Two hours of history are replayed at full speed first; anomalies start only after the

@@ -51,7 +51,10 @@ class ParseAndCombine:
         now_ns = time.time_ns()
         for message in messages:
             raw = message if isinstance(message, bytes) else bytes(message)
-            result = parse_message(raw, default_timestamp_ns=now_ns)
+            # A Kafka payload carries the message's timestamp: the best default for points
+            # without one (Telegraf always sends one; hand-written producers may not).
+            default_ns = getattr(message, "timestamp_ns", None) or now_ns
+            result = parse_message(raw, default_timestamp_ns=default_ns)
             points.extend(result.points)
             out.extend(result.dead_letters)
         self.counters.add("points", len(points))

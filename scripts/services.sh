@@ -28,7 +28,7 @@
 #   INCIDENTS_CACHE_DIR  (~/.cache/incidents)        kafka-<ver>/libs, influxdb-<ver>/bin/influxd
 #   INCIDENTS_STATE_DIR  (~/.local/state/incidents)  kafka/ influxdb/ postgres/: data, logs, pid files,
 #                                                    generated secrets (mode 0600)
-# Other knobs: INCIDENTS_KAFKA_HEAP (-Xmx, default 512m), INCIDENTS_KAFKA_PARTITIONS (3),
+# Other knobs: INCIDENTS_KAFKA_HEAP (-Xmx, default 512m), INCIDENTS_KAFKA_PARTITIONS (1; see the README on keyed producers),
 #   INCIDENTS_INFLUX_ORG (incidents), INCIDENTS_INFLUX_BUCKET (incidents),
 #   INCIDENTS_POSTGRES_DB / INCIDENTS_POSTGRES_USER (incidents), INCIDENTS_START_TIMEOUT (120 s),
 #   INCIDENTS_STOP_TIMEOUT (30 s), INCIDENTS_KEEP_BUILD_CACHE=1 (keep InfluxDB's Go/Rust build trees).
@@ -54,7 +54,7 @@ INFLUX_PORT="${INCIDENTS_INFLUX_PORT:-18086}"
 POSTGRES_PORT="${INCIDENTS_POSTGRES_PORT:-15432}"
 
 KAFKA_HEAP="${INCIDENTS_KAFKA_HEAP:-512m}"
-KAFKA_PARTITIONS="${INCIDENTS_KAFKA_PARTITIONS:-3}"
+KAFKA_PARTITIONS="${INCIDENTS_KAFKA_PARTITIONS:-1}"
 KAFKA_TOPICS="${KAFKA_METRICS_TOPIC:-metrics} ${KAFKA_DLQ_TOPIC:-metrics.dlq} ${KAFKA_INCIDENTS_TOPIC:-incidents}"
 INFLUX_ORG_NAME="${INCIDENTS_INFLUX_ORG:-incidents}"
 INFLUX_BUCKET_NAME="${INCIDENTS_INFLUX_BUCKET:-incidents}"

@@ -537,7 +537,10 @@ class InfluxWriter:
             dropped = self._buffer.extend(lines)
             now = time.monotonic()
             if self._oldest_at is None:
+                # The sender sleeps without a timeout while the buffer is empty: wake it so
+                # that it starts the flush-interval clock for these lines.
                 self._oldest_at = now
+                self._cond.notify_all()
             if dropped and now - self._drop_logged_at >= DROP_LOG_INTERVAL_S:
                 self._drop_logged_at = now
                 log.warning(

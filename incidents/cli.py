@@ -174,6 +174,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(
             f"resolved {orphaned} detected incidents left open by an earlier run", file=sys.stderr
         )
+    if settings.uses_kafka:
+        from connectors.kafka import ensure_topics, settings_topics
+
+        # Before anything can produce: a topic auto-created by a producer would get the
+        # broker's default partition count instead of ours.
+        ensure_topics(settings.kafka_bootstrap_servers or "", settings_topics(settings))
     generated = _ensure_admin_password(env, Path("var"))
 
     base = f"http://{settings.api_host}:{settings.api_port}"

@@ -46,7 +46,7 @@ def series_values(n: int, spike_at: int | None, seed: int) -> list[float]:
     values = [100 + 5 * math.sin(i / 30) + rng.gauss(0, 2) for i in range(n)]
     if spike_at is not None:
         for i in range(spike_at, spike_at + 3):
-            values[i] += 80
+            values[i] += 300
     return values
 
 

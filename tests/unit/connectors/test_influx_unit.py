@@ -596,3 +596,36 @@ def test_an_unexpected_error_fails_the_batch_but_not_the_writer():
     writer.add(["m f=2 2"])
     assert writer.flush(5)
     assert writer.close() == WriterStats(written=1, failed=1)
+
+
+def test_a_small_batch_is_sent_after_the_flush_interval_without_close() -> None:
+    """Regression: lines below batch_size waited for close() because nothing woke the sender."""
+    import time as _time
+
+    import httpx as _httpx
+
+    from connectors.influx import InfluxWriter as _Writer
+
+    received: list[bytes] = []
+
+    def handler(request: _httpx.Request) -> _httpx.Response:
+        received.append(request.content)
+        return _httpx.Response(204)
+
+    writer = _Writer(
+        "http://influx.invalid",
+        "token",
+        "org",
+        "bucket",
+        batch_size=1000,
+        flush_interval_s=0.2,
+        transport=_httpx.MockTransport(handler),
+    )
+    try:
+        writer.add(["m v=1 1"])
+        deadline = _time.monotonic() + 3
+        while not received and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+        assert received == [b"m v=1 1"]
+    finally:
+        writer.close(1.0)

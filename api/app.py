@@ -26,6 +26,7 @@ from api.routers import admin, analytics, auth, health, incidents, metrics
 from connectors.store import IncidentConflict, Store
 from incidents import __version__
 from incidents.config import Settings, get_settings
+from incidents.interfaces import WindowReader
 from incidents.records import Role, User
 from incidents.schemas import DEFAULT_TENANT
 from incidents.security import hash_password, needs_rehash, resolve_jwt_secret, verify_password
@@ -119,6 +120,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         try:
             yield
         finally:
+            if windows is not None:
+                windows.close()
             if owns_store:
                 the_store.close()
 
@@ -128,8 +131,17 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    windows: WindowReader | None = None
+    if settings.uses_influx:
+        from connectors.influx import InfluxReader
+
+        windows = InfluxReader.from_settings(settings)
     app.state.context = AppContext(
-        settings=settings, store=the_store, jwt_secret=jwt_secret, metrics=api_metrics
+        settings=settings,
+        store=the_store,
+        jwt_secret=jwt_secret,
+        metrics=api_metrics,
+        windows=windows,
     )
     handlers: dict[Any, Any] = {
         RequestValidationError: _validation_error,

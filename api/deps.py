@@ -15,6 +15,7 @@ from fastapi.security import OAuth2PasswordBearer
 from api.prometheus import ApiMetrics
 from connectors.store import Store
 from incidents.config import Settings
+from incidents.interfaces import WindowReader
 from incidents.records import Role, utc
 from incidents.security import TokenError, decode_access_token, has_role
 
@@ -32,6 +33,8 @@ class AppContext:
     store: Store
     jwt_secret: str = field(repr=False)
     metrics: ApiMetrics
+    windows: WindowReader | None = None
+    """Where metric windows are read from: InfluxDB when configured, else the store."""
     started: float = field(default_factory=monotonic)
 
 
@@ -59,7 +62,12 @@ def get_settings(context: Context) -> Settings:
     return context.settings
 
 
+def get_window_reader(context: Context) -> WindowReader:
+    return context.windows if context.windows is not None else context.store
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
+WindowReaderDep = Annotated[WindowReader, Depends(get_window_reader)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

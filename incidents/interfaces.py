@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from incidents.records import Incident
+from incidents.records import Incident, WindowRecord
 from incidents.schemas import AnomalyScore, DeadLetter, IncidentUpdate, WindowAggregate
 
 
@@ -51,3 +51,15 @@ class PipelineSink(Protocol):
     def write_dead_letters(self, letters: Iterable[DeadLetter]) -> None: ...
 
     def record_pipeline_stats(self, worker: str, counters: Mapping[str, float]) -> None: ...
+
+
+class WindowReader(Protocol):
+    """Where the API reads window aggregates from: the SQL store, or InfluxDB when configured."""
+
+    def window_history(
+        self, tenant: str, series: str, start_ns: int | None, end_ns: int | None, limit: int
+    ) -> list[WindowRecord]: ...
+
+    def latest_windows(
+        self, tenant: str, *, measurement: str | None = None, limit: int = 100
+    ) -> list[WindowRecord]: ...

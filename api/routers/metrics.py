@@ -1,15 +1,25 @@
-"""Window aggregates of the tenant's series: the latest per series, and one series' history."""
+"""Window aggregates of the tenant's series: the latest per series, and one series' history.
+
+Read from InfluxDB when it is configured (the time-series store), else from the SQL store; if
+InfluxDB fails, the SQL store (which holds the same windows) answers instead.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import StoreDep, Viewer, check_interval
+from api.deps import StoreDep, Viewer, WindowReaderDep, check_interval
 from api.schemas import SeriesHistory, WindowList, WindowOut
-from incidents.records import datetime_to_ns
+from connectors.store import Store
+from incidents.interfaces import WindowReader
+from incidents.records import WindowRecord, datetime_to_ns
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/metrics", tags=["metrics"])
 
@@ -21,11 +31,16 @@ MAX_HISTORY = 10_000
 def latest_metrics(
     principal: Viewer,
     store: StoreDep,
+    reader: WindowReaderDep,
     measurement: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_SERIES)] = 100,
 ) -> WindowList:
     """The newest window of every series (optionally of one measurement), ordered by series."""
-    windows = store.latest_windows(principal.tenant, measurement=measurement, limit=limit)
+    windows = _read(
+        reader,
+        store,
+        lambda r: r.latest_windows(principal.tenant, measurement=measurement, limit=limit),
+    )
     return WindowList(items=[WindowOut.from_record(w) for w in windows], count=len(windows))
 
 
@@ -33,6 +48,7 @@ def latest_metrics(
 def metric_history(
     principal: Viewer,
     store: StoreDep,
+    reader: WindowReaderDep,
     series: Annotated[
         str,
         Query(
@@ -48,13 +64,25 @@ def metric_history(
 ) -> SeriesHistory:
     """Windows of one series starting in [since, until), the newest ``limit``, oldest first."""
     check_interval(since, until)
-    windows = store.window_history(
-        principal.tenant,
-        series,
-        datetime_to_ns(since) if since else None,
-        datetime_to_ns(until) if until else None,
-        limit,
+    start_ns = datetime_to_ns(since) if since else None
+    end_ns = datetime_to_ns(until) if until else None
+    windows = _read(
+        reader,
+        store,
+        lambda r: r.window_history(principal.tenant, series, start_ns, end_ns, limit),
     )
     return SeriesHistory(
         series=series, items=[WindowOut.from_record(w) for w in windows], count=len(windows)
     )
+
+
+def _read(
+    reader: WindowReader, store: Store, query: Callable[[WindowReader], list[WindowRecord]]
+) -> list[WindowRecord]:
+    if reader is store:
+        return query(store)
+    try:
+        return query(reader)
+    except Exception as exc:  # InfluxDB down or slow: the SQL store has the same windows
+        log.warning("reading windows from InfluxDB failed (%s); using the SQL store", exc)
+        return query(store)

@@ -216,3 +216,15 @@ def test_malformed_messages_reach_the_dlq_with_reasons(development_run):
     consumer.close()
     assert set(seen) == set(MALFORMED)
     assert all(reason for reason in seen.values())
+
+
+def test_metrics_history_is_served(development_run):
+    run = development_run
+    wait_for(lambda: incidents_for(run, run["spiky"]), 150, "incident", run["log"])
+    resp = httpx.get(
+        f"{run['base']}/api/v1/metrics/history",
+        params={"series": run["spiky"], "limit": 500},
+        headers=run["headers"],
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["count"] >= 50

@@ -192,3 +192,23 @@ def test_database_down_gives_503_not_500(settings_factory, tmp_path):
     assert token.status_code == 503
     assert token.json() == {"detail": "database unavailable, retry later"}
     broken.close()
+
+
+def test_unreachable_influxdb_falls_back_to_the_store(settings_factory, store, auth, windows):
+    """With InfluxDB configured but down, metric reads are answered from the SQL store."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    settings = settings_factory(
+        influx_url=f"http://127.0.0.1:{closed_port}",
+        influx_token="t",
+        influx_org="o",
+        influx_bucket="b",
+    )
+    with TestClient(create_app(settings, store)) as c:
+        latest = c.get("/api/v1/metrics", headers=auth("viewer"))
+        history = c.get("/api/v1/metrics/history", params={"series": CPU}, headers=auth("viewer"))
+    assert latest.status_code == 200 and latest.json()["count"] == 2
+    assert history.status_code == 200 and history.json()["count"] == 5

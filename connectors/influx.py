@@ -59,6 +59,7 @@ import httpx
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pydantic import SecretStr
 
+from connectors.sinks import flatten_items
 from incidents.config import Settings
 from incidents.parsing import format_field_value
 from incidents.records import WindowRecord
@@ -741,17 +742,6 @@ class InfluxWriter:
 # --------------------------------------------------------------------------- Bytewax sinks
 
 
-def _flatten(items: list[Any]) -> list[Any]:
-    """``(shard, [x, ...])`` pairs (or bare items) to one list of items."""
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], list):
-            out.extend(item[1])
-        else:
-            out.append(item)
-    return out
-
-
 class _InfluxPartition(StatelessSinkPartition[Any]):
     def __init__(self, writer: InfluxWriter, builder: Callable[[Any], str]) -> None:
         self.writer = writer
@@ -759,7 +749,7 @@ class _InfluxPartition(StatelessSinkPartition[Any]):
         self.invalid = 0
 
     def write_batch(self, items: list[Any]) -> None:
-        lines, invalid = build_lines(_flatten(items), self.builder)
+        lines, invalid = build_lines(flatten_items(items), self.builder)
         if invalid:
             self.invalid += invalid
             log.warning("skipped %d items that line protocol cannot carry", invalid)

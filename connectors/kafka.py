@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -45,6 +45,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from connectors.sinks import flatten_items
 from incidents.schemas import (
     Category,
     DeadLetter,
@@ -154,17 +155,6 @@ def ns_to_iso(ns: int) -> str:
         seconds=seconds, microseconds=rest // 1000
     )
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def flatten_items(items: Iterable[Any]) -> list[Any]:
-    """Sink items as they come from the dataflow: ``(shard, [x, ...])`` pairs or bare ``x``."""
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], list):
-            out.extend(item[1])
-        else:
-            out.append(item)
-    return out
 
 
 def _header_text(text: str) -> bytes:

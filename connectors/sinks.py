@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, TextIO
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -22,7 +22,8 @@ from incidents.telemetry import PipelineCounters, format_progress
 SinkKind = Literal["windows", "incidents", "dead_letters"]
 
 
-def _flatten(items: list[Any]) -> list[Any]:
+def flatten_items(items: Iterable[Any]) -> list[Any]:
+    """Sink items as they come from the dataflow: ``(shard, [x, ...])`` pairs or bare ``x``."""
     out: list[Any] = []
     for item in items:
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], list):
@@ -41,7 +42,7 @@ class _StorePartition(StatelessSinkPartition[Any]):
         self.reporter = reporter
 
     def write_batch(self, items: list[Any]) -> None:
-        rows = _flatten(items)
+        rows = flatten_items(items)
         if not rows:
             return
         if self.kind == "windows":

@@ -281,7 +281,10 @@ def test_settings_wire_topics_and_servers():
         kafka_dlq_topic="d",
         kafka_incidents_topic="i",
     )
-    assert settings_topics(settings, 6) == {"m": 6, "d": 6, "i": 6}
+    # The metrics topic follows KAFKA_METRICS_PARTITIONS (default 1: series stay in order).
+    assert settings_topics(settings, 6) == {"m": 1, "d": 6, "i": 6}
+    wide = settings.model_copy(update={"kafka_metrics_partitions": 4})
+    assert settings_topics(wide, 6)["m"] == 4
     assert KafkaMetricsSource.from_settings(settings).topic == "m"
     assert KafkaDeadLetterSink.from_settings(settings).topic == "d"
     assert KafkaIncidentSink.from_settings(settings).topic == "i"

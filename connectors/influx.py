@@ -33,10 +33,11 @@ and the close deadline in this file where they can be read and tested. Reads do 
 influxdb-client: its ``params`` support turns Python values into Flux AST literals, so user input
 is never formatted into query text.
 
-Delivery is at most once from a crash's point of view: points wait in memory for at most
-``flush_interval_s`` (longer while InfluxDB is down), and Bytewax may snapshot after handing them
-over. InfluxDB is the dashboards' copy; the system of record is the SQL store, written
-synchronously by ``connectors.sinks``.
+Delivery is at least once across a crash, as for the SQL store and the Kafka sinks: a sink
+partition flushes its writer before ``write_batch`` returns (within the writer's retry budget),
+so what a Bytewax snapshot counts as written is in InfluxDB, and what ran after the last snapshot
+is written again after a restart (and overwrites itself). Without that flush, points waiting in
+the writer's buffer when the process is killed after a snapshot were lost for good.
 """
 
 from __future__ import annotations
@@ -754,6 +755,7 @@ class _InfluxPartition(StatelessSinkPartition[Any]):
             self.invalid += invalid
             log.warning("skipped %d items that line protocol cannot carry", invalid)
         self.writer.add(lines)
+        self.writer.flush()  # sent before Bytewax can snapshot past them: at-least-once
 
     def close(self) -> None:
         self.writer.close()

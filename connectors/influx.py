@@ -61,6 +61,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pydantic import SecretStr
 
 from connectors.sinks import flatten_items
+from connectors.store import finite
 from incidents.config import Settings
 from incidents.parsing import format_field_value
 from incidents.records import WindowRecord
@@ -85,13 +86,6 @@ _STRING_FIELD_MAX = 32_000  # keep annotation text well below InfluxDB's 64 KiB 
 
 
 # --------------------------------------------------------------------------- point building
-
-
-def _finite(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _one_line(text: str) -> str:
@@ -197,11 +191,11 @@ def window_fields(scored: AnomalyScore) -> dict[str, float | int | bool | str]:
         ("last", agg.last),
         ("anomaly_score", scored.score),
     ):
-        number = _finite(value)
+        number = finite(value)
         if number is not None:
             fields[name] = number
     if scored.components:
-        components = {str(k): _finite(v) for k, v in sorted(scored.components.items())}
+        components = {str(k): finite(v) for k, v in sorted(scored.components.items())}
         fields["components"] = json.dumps(components, separators=(",", ":"), allow_nan=False)
     return fields
 
@@ -253,7 +247,7 @@ def incident_point(update: IncidentUpdate) -> str:
         ("peak_score", update.peak_score),
         ("observed", update.observed),
     ):
-        number = _finite(value)
+        number = finite(value)
         if number is not None:
             fields[name] = number
     return format_point(INCIDENT_MEASUREMENT, tags, fields, update.window_start_ns)

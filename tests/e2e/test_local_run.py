@@ -6,9 +6,6 @@ real process tree on a free port, then talks to it over HTTP only.
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,20 +17,12 @@ pytestmark = pytest.mark.e2e
 INCIDENT_DEADLINE_S = 60
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
+def local_run(tmp_path_factory, run_product):
     workdir: Path = tmp_path_factory.mktemp("local-run")
-    port = free_port()
     env = {
         **os.environ,
         "ENVIRONMENT": "local",
-        "API_PORT": str(port),
         "DATABASE_URL": f"sqlite:///{workdir / 'incidents.db'}",
         "SIMULATOR_HOSTS": "4",
         "PYTHONUNBUFFERED": "1",
@@ -43,36 +32,8 @@ def local_run(tmp_path_factory):
     for name in list(env):
         if name.startswith(("KAFKA_", "INFLUX_")):
             del env[name]
-    log = (workdir / "run.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "incidents", "run", "--environment", "local"],
-        cwd=workdir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (workdir / "run.log").read_text()
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("API did not answer within 90 s:\n" + (workdir / "run.log").read_text())
-    started = time.monotonic()
-    yield {"base": base, "workdir": workdir, "proc": proc, "api_up_at": started}
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    with run_product("local", env, workdir, 90) as run:
+        yield {"base": run.base, "workdir": workdir, "proc": run.proc, "api_up_at": run.api_up_at}
 
 
 def token(run) -> str:

@@ -11,10 +11,6 @@ import json
 import math
 import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 
@@ -33,12 +29,6 @@ MALFORMED = [
     b"cpu,host=a usage=1 123abc",
     b"=broken line",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def series_values(n: int, spike_at: int | None, seed: int) -> list[float]:
@@ -80,15 +70,13 @@ def produce_hour(bootstrap: str, topic: str, spiky: str, twin: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def development_run(services_env, tmp_path_factory):
+def development_run(services_env, tmp_path_factory, run_product):
     run_id = uuid.uuid4().hex[:8]
     workdir = tmp_path_factory.mktemp("dev-run")
-    port = free_port()
     env = {
         **os.environ,
         **services_env,
         "ENVIRONMENT": "development",
-        "API_PORT": str(port),
         "ADMIN_PASSWORD": "dev-" + uuid.uuid4().hex,
         "JWT_SECRET": uuid.uuid4().hex * 2,
         "KAFKA_METRICS_TOPIC": f"metrics-it-{run_id}",
@@ -96,47 +84,23 @@ def development_run(services_env, tmp_path_factory):
         "KAFKA_INCIDENTS_TOPIC": f"incidents-it-{run_id}",
         "PYTHONUNBUFFERED": "1",
     }
-    log_path = workdir / "run.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "incidents", "run", "--environment", "development"],
-        cwd=workdir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log_path.read_text()
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        pytest.fail("API did not come up:\n" + log_path.read_text())
-    spiky, twin = f"spiky-{run_id}", f"twin-{run_id}"
-    produce_hour(services_env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_METRICS_TOPIC"], spiky, twin)
-    token = httpx.post(
-        f"{base}/api/v1/auth/token",
-        data={"username": "admin", "password": env["ADMIN_PASSWORD"]},
-    ).json()["access_token"]
-    yield {
-        "base": base,
-        "env": env,
-        "headers": {"Authorization": f"Bearer {token}"},
-        "spiky": f"app,host={spiky} latency_ms",
-        "twin": f"app,host={twin} latency_ms",
-        "log": log_path,
-    }
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    with run_product("development", env, workdir, 120) as run:
+        spiky, twin = f"spiky-{run_id}", f"twin-{run_id}"
+        produce_hour(
+            services_env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_METRICS_TOPIC"], spiky, twin
+        )
+        token = httpx.post(
+            f"{run.base}/api/v1/auth/token",
+            data={"username": "admin", "password": env["ADMIN_PASSWORD"]},
+        ).json()["access_token"]
+        yield {
+            "base": run.base,
+            "env": env,
+            "headers": {"Authorization": f"Bearer {token}"},
+            "spiky": f"app,host={spiky} latency_ms",
+            "twin": f"app,host={twin} latency_ms",
+            "log": run.log,
+        }
 
 
 def wait_for(check, timeout_s: float, what: str, log_path):

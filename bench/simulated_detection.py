@@ -20,7 +20,7 @@ from connectors.simulator import MetricsSimulator
 from incidents.config import Settings
 from incidents.schemas import IncidentEventType
 from incidents.telemetry import PipelineCounters
-from models.detector import DetectorConfig, build_detector
+from models.detector import DetectorConfig, build_bank
 from pipelines.detect import FlowParts, build_detection_flow
 
 S = 1_000_000_000
@@ -48,7 +48,7 @@ def main() -> None:
         windows_sink=TestingSink(windows),
         incidents_sink=TestingSink(incidents),
         dead_letters_sink=TestingSink([]),
-        detector_factory=build_detector,
+        detector_factory=build_bank,
         counters=counters,
     )
     started = time.perf_counter()

@@ -207,10 +207,48 @@ def window_head(tenant: str, series: str) -> str:
 
 
 def window_point(scored: AnomalyScore) -> str:
-    """One line of line protocol for a scored window (``ValueError`` if unrepresentable)."""
+    """One line of line protocol for a scored window (``ValueError`` if unrepresentable).
+
+    The same line as ``format_point(WINDOW_MEASUREMENT, window_tags(...), window_fields(...))``
+    (a test checks this), built without the intermediate dicts: it runs once per window, and
+    the generic path cost about a third of the dataflow's time.
+    """
     agg = scored.aggregate
+    fields = [
+        f"count={int(agg.count)}i",
+        f"window_end_ns={int(agg.window_end_ns)}i",
+        "is_anomaly=true" if scored.is_anomaly else "is_anomaly=false",
+    ]
+    for prefix, value in (
+        ("mean=", agg.mean),
+        ("min=", agg.minimum),
+        ("max=", agg.maximum),
+        ("std=", agg.std),
+        ("last=", agg.last),
+        ("anomaly_score=", scored.score),
+    ):
+        if value - value == 0.0:
+            fields.append(prefix + repr(float(value)))
+    if scored.components:
+        fields.append(components_field(scored.components))
     head = window_head(agg.tenant, agg.series)
-    return f"{head} {format_fields(window_fields(scored))} {int(agg.window_start_ns)}"
+    return f"{head} {','.join(fields)} {int(agg.window_start_ns)}"
+
+
+def components_field(components: Mapping[str, float]) -> str:
+    """``components="{...}"``: the JSON of ``window_fields`` escaped as a string field value."""
+    parts = []
+    for key in sorted(components):
+        value = float(components[key])
+        number = repr(value) if value - value == 0.0 else "null"
+        parts.append(_component_key(str(key)) + number)
+    return 'components="{' + ",".join(parts) + '}"'
+
+
+@lru_cache(maxsize=1024)
+def _component_key(key: str) -> str:
+    quoted = json.dumps(key) + ":"
+    return quoted.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def incident_text(update: IncidentUpdate) -> str:

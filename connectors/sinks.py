@@ -23,11 +23,14 @@ SinkKind = Literal["windows", "incidents", "dead_letters"]
 
 
 def flatten_items(items: Iterable[Any]) -> list[Any]:
-    """Sink items as they come from the dataflow: ``(shard, [x, ...])`` pairs or bare ``x``."""
+    """Sink items as they come from the dataflow: ``(shard, [x, ...])`` pairs, ``[x, ...]``
+    lists (the values of such pairs) or bare ``x``."""
     out: list[Any] = []
     for item in items:
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], list):
             out.extend(item[1])
+        elif isinstance(item, list):
+            out.extend(item)
         else:
             out.append(item)
     return out

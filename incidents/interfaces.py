@@ -31,6 +31,20 @@ class DetectorFactory(Protocol):
     def __call__(self) -> SeriesDetector: ...
 
 
+@runtime_checkable
+class BatchDetector(Protocol):
+    """Online anomaly detectors of many series (one shard), scoring a batch of windows at once.
+
+    ``score_batch`` scores each window, then learns it, taking the windows of one series in
+    order; it returns, per window, a score in [0, 1] and per-member components. Scores must be
+    strictly causal, as for ``SeriesDetector``.
+    """
+
+    def score_batch(
+        self, windows: Sequence[WindowAggregate]
+    ) -> Sequence[tuple[float, Mapping[str, float]]]: ...
+
+
 class PipelineSink(Protocol):
     """Where the detection dataflow's results go (SQLite/PostgreSQL store, InfluxDB, Kafka).
 

@@ -1,12 +1,12 @@
-"""Turning raw detector outputs into tail probabilities and scores in [0, 1].
+"""Turning raw detector outputs into tail probabilities and scores in [0, 1], many series at once.
 
-A member's raw output (a PyOD decision score, an absolute forecast residual) is compared with the
-outputs it produced on its own history. ``TailCalibrator.tail_probability(s)`` estimates
-``q = P(S >= s)``: the empirical survival function in the body of that history, and above its
-``1 - tail_fraction`` quantile an exponential tail (a generalised Pareto with shape 0, fitted by
-the mean excess). The tail keeps ``q`` falling for values beyond everything seen, where a plain
-empirical CDF would stop at ``1 / (n + 1)`` and could not tell "just past the maximum" from
-"ten times the maximum".
+A member's raw output (an ECOD score, an absolute forecast residual) is compared with the outputs
+it produced on its own history. ``TailTable`` holds one calibration per series (one row each) and
+estimates ``q = P(S >= s)``: the empirical survival function in the body of that history, and
+above its ``1 - tail_fraction`` quantile an exponential tail (a generalised Pareto with shape 0,
+fitted by the mean excess). The tail keeps ``q`` falling for values beyond everything seen, where
+a plain empirical CDF would stop at ``1 / (n + 1)`` and could not tell "just past the maximum"
+from "ten times the maximum".
 
 Two mappings from ``q`` to [0, 1]:
 
@@ -14,13 +14,12 @@ Two mappings from ``q`` to [0, 1]:
 - ``surprisal_score(q, decades) = log10(1 / q) / decades``, clipped: with ``decades=4`` a
   1-in-100 window scores 0.5 and a 1-in-10,000 window scores 1.0. The ensemble uses this
   scale so that a fixed threshold such as 0.95 means "rare", not "top 5 %".
+
+All functions take and return arrays (one entry per series); everything is vectorised because
+the dataflow scores the windows of a few hundred series in one call.
 """
 
 from __future__ import annotations
-
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,81 +30,117 @@ SMALL_SAMPLE_EXCEEDANCES = 10.0
 an exponential extrapolated from it cried wolf right after warm-up; with hundreds of points the
 correction fades out."""
 
+TINY = float(np.finfo(np.float64).tiny)
+SAMPLE_DTYPE = np.float32
 
-@dataclass(frozen=True, slots=True)
-class TailCalibrator:
-    """Empirical body plus exponential tail of a sample of scores (higher = more anomalous)."""
 
-    sorted_scores: np.ndarray
-    threshold: float
-    threshold_probability: float
-    tail_scale: float
+class TailTable:
+    """Per-row calibration: a sorted sample (NaN-padded), its tail threshold, probability, scale.
 
-    @classmethod
-    def fit(
-        cls,
-        scores: np.ndarray,
-        min_scale: float,
-        tail_fraction: float = DEFAULT_TAIL_FRACTION,
-    ) -> TailCalibrator:
-        """Calibrate against ``scores`` (finite values only are kept).
+    A row that was never fitted abstains: ``q = 1``.
+    """
+
+    def __init__(self, rows: int, width: int, tail_fraction: float = DEFAULT_TAIL_FRACTION):
+        self.tail_fraction = tail_fraction
+        self.sample = np.full((rows, width), np.nan, dtype=SAMPLE_DTYPE)
+        self.size = np.zeros(rows, dtype=np.int32)
+        self.threshold = np.zeros(rows)
+        self.threshold_probability = np.ones(rows)
+        self.scale = np.ones(rows)
+
+    @property
+    def width(self) -> int:
+        return int(self.sample.shape[1])
+
+    def grow(self, rows: int) -> None:
+        extra = rows - self.sample.shape[0]
+        if extra <= 0:
+            return
+        self.sample = np.concatenate(
+            [self.sample, np.full((extra, self.width), np.nan, dtype=SAMPLE_DTYPE)]
+        )
+        self.size = np.concatenate([self.size, np.zeros(extra, dtype=np.int32)])
+        self.threshold = np.concatenate([self.threshold, np.zeros(extra)])
+        self.threshold_probability = np.concatenate([self.threshold_probability, np.ones(extra)])
+        self.scale = np.concatenate([self.scale, np.ones(extra)])
+
+    def fit(self, rows: np.ndarray, scores: np.ndarray, min_scale: np.ndarray | float) -> None:
+        """Calibrate ``rows`` against ``scores`` (one sample per row; non-finite values ignored).
 
         ``min_scale`` floors the tail's scale so that a sample of identical values (a flat
         series) still yields a finite, steep tail instead of a division by zero.
         """
         values = np.asarray(scores, dtype=np.float64)
-        values = np.sort(values[np.isfinite(values)]).astype(np.float32)
-        if values.size == 0:
-            values = np.zeros(1, dtype=np.float32)
-        cut = max(math.ceil((1.0 - tail_fraction) * values.size) - 1, 0)
-        threshold = float(values[cut])
-        excess = values[values > threshold].astype(np.float64) - threshold
-        mean_excess = float(excess.mean()) if excess.size else 0.0
-        shrinkage = 1.0 + SMALL_SAMPLE_EXCEEDANCES / max(excess.size, 1)
-        return cls(
-            sorted_scores=values,
-            threshold=threshold,
-            threshold_probability=_empirical_survival(values, threshold),
-            tail_scale=max(mean_excess * shrinkage, min_scale, np.finfo(np.float64).tiny),
-        )
+        values = np.where(np.isfinite(values), values, np.nan).astype(SAMPLE_DTYPE)
+        if values.shape[1] > self.width:
+            raise ValueError(f"sample of {values.shape[1]} scores exceeds the width {self.width}")
+        values = np.sort(values, axis=1)
+        n = np.isfinite(values).sum(axis=1)
+        cut = np.maximum(np.ceil((1.0 - self.tail_fraction) * n).astype(np.int64) - 1, 0)
+        threshold = values[np.arange(len(values)), cut].astype(np.float64)
+        threshold = np.where(n > 0, threshold, 0.0)
+        with np.errstate(invalid="ignore"):
+            above = values > threshold[:, None]
+            excess = np.where(above, values - threshold[:, None], 0.0).sum(axis=1)
+        exceedances = above.sum(axis=1)
+        mean_excess = excess / np.maximum(exceedances, 1)
+        shrinkage = 1.0 + SMALL_SAMPLE_EXCEEDANCES / np.maximum(exceedances, 1)
+        width = values.shape[1]
+        padded = np.full((len(values), self.width), np.nan, dtype=SAMPLE_DTYPE)
+        padded[:, :width] = values
+        self.sample[rows] = padded
+        self.size[rows] = n
+        self.threshold[rows] = threshold
+        self.threshold_probability[rows] = _empirical_survival(padded, n, threshold)
+        self.scale[rows] = np.maximum(np.maximum(mean_excess * shrinkage, min_scale), TINY)
 
-    @property
-    def size(self) -> int:
-        return int(self.sorted_scores.size)
+    def tail_probability(self, rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """``P(S >= score)`` in (0, 1] per row; non-finite scores and unfitted rows give 1.0."""
+        scores = np.asarray(scores, dtype=np.float64)
+        n = self.size[rows]
+        threshold = self.threshold[rows]
+        body = _empirical_survival(self.sample[rows], n, scores)
+        with np.errstate(over="ignore", invalid="ignore"):
+            tail = self.threshold_probability[rows] * np.exp(
+                -(scores - threshold) / self.scale[rows]
+            )
+        q = np.where(scores <= threshold, body, tail)
+        return np.where(np.isfinite(scores) & (n > 0), q, 1.0)
 
-    def tail_probability(self, score: float) -> float:
-        """``P(S >= score)`` in (0, 1]; non-finite scores abstain with 1.0."""
-        if not math.isfinite(score):
-            return 1.0
-        if score <= self.threshold:
-            return _empirical_survival(self.sorted_scores, score)
-        return self.threshold_probability * math.exp(-(score - self.threshold) / self.tail_scale)
+    def head(self, rows: int) -> TailTable:
+        """A copy of the first ``rows`` rows (for compact snapshots)."""
+        copy = TailTable(0, self.width, self.tail_fraction)
+        for name in ("sample", "size", "threshold", "threshold_probability", "scale"):
+            setattr(copy, name, getattr(self, name)[:rows].copy())
+        return copy
 
 
-def _empirical_survival(sorted_values: np.ndarray, score: float) -> float:
+def _empirical_survival(sample: np.ndarray, n: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """``(#{x >= score} + 1) / (n + 1)``: the conformal p-value of ``score`` against the sample."""
-    n = int(sorted_values.size)
-    at_least = n - int(np.searchsorted(sorted_values, score, side="left"))
-    return (at_least + 1) / (n + 1)
+    with np.errstate(invalid="ignore"):
+        at_least = (sample >= np.asarray(scores, dtype=SAMPLE_DTYPE)[:, None]).sum(axis=1)
+    return (at_least + 1.0) / (n + 1.0)
 
 
-def confidence(q: float) -> float:
-    return min(max(1.0 - q, 0.0), 1.0)
+def confidence(q: np.ndarray) -> np.ndarray:
+    return np.clip(1.0 - q, 0.0, 1.0)
 
 
-def surprisal_score(q: float, decades: float) -> float:
+def surprisal_score(q: np.ndarray, decades: float) -> np.ndarray:
     """``log10(1 / q) / decades`` clipped to [0, 1]; ``q <= 0`` is certain rarity (1.0)."""
-    if q <= 0.0:
-        return 1.0
-    return min(max(-math.log10(q) / decades, 0.0), 1.0)
+    q = np.asarray(q, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        surprise = -np.log10(np.maximum(q, 0.0)) / decades
+    # "+ 0.0" turns the -0.0 of log10(1) into 0.0 (it would print as "-0.000000").
+    return np.clip(np.where(q <= 0.0, 1.0, surprise), 0.0, 1.0) + 0.0
 
 
-def combine_tail_probabilities(qs: Iterable[float]) -> float:
-    """Bonferroni: the smallest member ``q`` times the number of members, at most 1.
+def combine_tail_probabilities(qs: np.ndarray) -> np.ndarray:
+    """Bonferroni over members (axis 0): the smallest ``q`` times the member count, at most 1.
 
     Conservative without assuming the members are independent (they watch the same series).
     """
-    values = list(qs)
-    if not values:
-        return 1.0
-    return min(1.0, len(values) * min(values))
+    qs = np.asarray(qs, dtype=np.float64)
+    if qs.shape[0] == 0:
+        return np.ones(qs.shape[1:])
+    return np.minimum(1.0, qs.shape[0] * qs.min(axis=0))

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from incidents.schemas import DEFAULT_TENANT, WindowAggregate
-from models.detector import DetectorConfig, EnsembleDetector, build_detector
+from models.detector import DetectorConfig, SingleSeriesDetector, build_detector
 
 INPUT_COLUMNS = ("timestamp", "value")
 OUTPUT_COLUMNS = ("timestamp", "value", "anomaly_score")
@@ -71,10 +71,8 @@ def clamp_score(score: float) -> float:
     return min(max(score, 0.0), 1.0) if math.isfinite(score) else 0.0
 
 
-def score_then_learn(detector: EnsembleDetector, window: WindowAggregate) -> float:
-    score = detector.score_one(window)
-    detector.learn_one(window)
-    return clamp_score(score)
+def score_then_learn(detector: SingleSeriesDetector, window: WindowAggregate) -> float:
+    return clamp_score(detector.score_and_learn(window)[0])
 
 
 def score_values(

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import DynamicSink
+from bytewax.outputs import DynamicSink, Sink
 
 from incidents.config import Settings, get_settings
-from incidents.interfaces import PipelineSink, SeriesDetector
+from incidents.interfaces import BatchDetector, PipelineSink
 from incidents.lifecycle import IncidentBuilder
 from incidents.telemetry import COUNTERS, PipelineCounters
 from incidents.windowing import WindowBook
@@ -41,7 +41,7 @@ DEFAULT_SHARDS = 64
 SIMULATOR_BACKFILL_S = 7200.0
 
 
-Sinks = DynamicSink | Mapping[str, DynamicSink]
+Sinks = Sink | Mapping[str, Sink]
 """One sink, or several by name (e.g. ``{"store": ..., "influx": ...}``): each gets all items."""
 
 
@@ -53,12 +53,14 @@ class FlowParts:
     windows_sink: Sinks
     incidents_sink: Sinks
     dead_letters_sink: Sinks
-    detector_factory: Callable[[], SeriesDetector]
+    detector_factory: Callable[[], BatchDetector]
+    """Makes the detectors of one shard (``models.detector.build_bank``, or
+    ``pipelines.operators.per_series`` around a one-series detector)."""
     counters: PipelineCounters = field(default_factory=lambda: COUNTERS)
 
 
 def _output_all(step_id: str, stream: op.Stream, sinks: Sinks) -> None:
-    if isinstance(sinks, DynamicSink):
+    if isinstance(sinks, Sink):
         op.output(step_id, stream, sinks)
         return
     for name, sink in sinks.items():
@@ -91,9 +93,7 @@ def build_detection_flow(
         "detect",
         closed,
         lambda snapshot: DetectLogic(
-            ShardDetectors(
-                parts.detector_factory, settings.anomaly_threshold, restore(snapshot, dict)
-            ),
+            ShardDetectors(restore(snapshot, parts.detector_factory), settings.anomaly_threshold),
             counters,
         ),
     )
@@ -125,9 +125,10 @@ def default_parts(settings: Settings) -> FlowParts:
     configured, dead letters and incident updates also go to their topics; with InfluxDB
     configured, windows and incident annotations also go there.
     """
+    from connectors.background import BackgroundSink
     from connectors.sinks import StoreSink, TelemetryReporter
     from connectors.store import Store
-    from models.detector import build_detector
+    from models.detector import build_bank
 
     store = Store.from_settings(settings)
     store.migrate()
@@ -137,7 +138,9 @@ def default_parts(settings: Settings) -> FlowParts:
         return Store.from_settings(settings)
 
     reporter = TelemetryReporter(COUNTERS, open_store)
-    windows: dict[str, DynamicSink] = {"store": StoreSink(open_store, "windows", reporter)}
+    # Window aggregates are the bulk of the output: written on background threads, made
+    # durable at each epoch (connectors.background), so the dataflow does not wait for them.
+    windows: dict[str, Sink] = {"store": BackgroundSink(StoreSink(open_store, "windows", reporter))}
     incidents: dict[str, DynamicSink] = {"store": StoreSink(open_store, "incidents")}
     dead_letters: dict[str, DynamicSink] = {"store": StoreSink(open_store, "dead_letters")}
     if settings.uses_kafka:
@@ -154,14 +157,14 @@ def default_parts(settings: Settings) -> FlowParts:
     if settings.uses_influx:
         from connectors.influx import InfluxIncidentSink, InfluxWindowSink
 
-        windows["influx"] = InfluxWindowSink(settings)
+        windows["influx"] = BackgroundSink(InfluxWindowSink(settings))
         incidents["influx"] = InfluxIncidentSink(settings)
     return FlowParts(
         source=metrics_source(settings),
         windows_sink=windows,
         incidents_sink=incidents,
         dead_letters_sink=dead_letters,
-        detector_factory=build_detector,
+        detector_factory=build_bank,
     )
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pickle  # nosec B403
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from bytewax.operators import StatefulLogic
 
-from incidents.interfaces import SeriesDetector
+from incidents.interfaces import BatchDetector, SeriesDetector
 from incidents.lifecycle import IncidentBuilder
 from incidents.parsing import parse_message
 from incidents.schemas import (
@@ -125,35 +125,50 @@ class WindowLogic(StatefulLogic[list[PartialAggregate], list[WindowAggregate], b
         return snapshot_of(self.book)
 
 
-class ShardDetectors:
-    """The online detectors of the series of one shard: score each window, then learn it."""
+class PerSeriesDetectors:
+    """A ``BatchDetector`` made of one ``SeriesDetector`` per series (custom or test detectors)."""
 
-    def __init__(
-        self,
-        factory: Callable[[], SeriesDetector],
-        threshold: float,
-        detectors: dict[str, SeriesDetector] | None = None,
-    ) -> None:
+    def __init__(self, factory: Callable[[], SeriesDetector]) -> None:
         self.factory = factory
-        self.threshold = threshold
-        self.detectors: dict[str, SeriesDetector] = detectors if detectors is not None else {}
+        self.detectors: dict[str, SeriesDetector] = {}
 
-    def score(self, windows: Iterable[WindowAggregate]) -> list[AnomalyScore]:
-        out: list[AnomalyScore] = []
+    def score_batch(
+        self, windows: Sequence[WindowAggregate]
+    ) -> list[tuple[float, Mapping[str, float]]]:
+        out: list[tuple[float, Mapping[str, float]]] = []
         for agg in windows:
             detector = self.detectors.get(agg.series)
             if detector is None:
                 detector = self.detectors[agg.series] = self.factory()
-            components = _components(detector, agg)
-            score = min(max(float(detector.score_one(agg)), 0.0), 1.0)
+            by_member = getattr(detector, "score_components", None)
+            components = dict(by_member(agg)) if by_member is not None else {}
+            score = float(detector.score_one(agg))
             detector.learn_one(agg)
-            out.append(AnomalyScore(agg, score, score >= self.threshold, components))
+            out.append((score, components))
         return out
 
 
-def _components(detector: SeriesDetector, agg: WindowAggregate) -> Mapping[str, float]:
-    by_member = getattr(detector, "score_components", None)
-    return dict(by_member(agg)) if by_member is not None else {}
+def per_series(factory: Callable[[], SeriesDetector]) -> Callable[[], BatchDetector]:
+    """A shard detector factory from a one-series detector factory."""
+    return lambda: PerSeriesDetectors(factory)
+
+
+class ShardDetectors:
+    """The online detectors of the series of one shard: score each window, then learn it."""
+
+    def __init__(self, detectors: BatchDetector, threshold: float) -> None:
+        self.detectors = detectors
+        self.threshold = threshold
+
+    def score(self, windows: Sequence[WindowAggregate]) -> list[AnomalyScore]:
+        threshold = self.threshold
+        out: list[AnomalyScore] = []
+        for agg, (raw, components) in zip(
+            windows, self.detectors.score_batch(windows), strict=True
+        ):
+            score = min(max(raw, 0.0), 1.0) if raw == raw else 0.0
+            out.append(AnomalyScore(agg, score, score >= threshold, components))
+        return out
 
 
 class DetectLogic(StatefulLogic[list[WindowAggregate], list[AnomalyScore], bytes]):

@@ -124,3 +124,34 @@ def _wait_until_listed(admin: object, name: str, partitions: int, timeout_s: flo
             return
         time.sleep(0.2)
     raise TimeoutError(f"topic {name} has no leaders after {timeout_s} s")
+
+
+@pytest.fixture
+def postgres_url(services_env: dict[str, str]) -> Iterator[str]:
+    """A ``DATABASE_URL`` whose ``search_path`` is a fresh schema with the store's tables
+    (dropped afterwards), so a test sees only its own rows."""
+    url = services_env.get("DATABASE_URL", "")
+    if not url.startswith(("postgresql://", "postgres://", "postgresql+")):
+        service_unavailable("DATABASE_URL is not set to a PostgreSQL URL")
+    import sqlalchemy as sa
+
+    from connectors.store import Store, engine_url
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(engine_url(url))
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        service_unavailable(f"PostgreSQL does not answer: {exc.orig}")
+    scoped = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    store = Store(scoped)
+    store.migrate()
+    store.close()
+    try:
+        yield scoped
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -365,7 +365,7 @@ def detection_messages() -> list[bytes]:
 def test_detection_dataflow_through_kafka(kafka_bootstrap, kafka_topic):
     from incidents.config import Settings
     from incidents.telemetry import PipelineCounters
-    from models.detector import DetectorConfig, build_detector
+    from models.detector import DetectorConfig, build_bank
     from pipelines.detect import FlowParts, build_detection_flow
 
     metrics = kafka_topic("metrics", partitions=3)
@@ -384,7 +384,7 @@ def test_detection_dataflow_through_kafka(kafka_bootstrap, kafka_topic):
         windows_sink=TestingSink(windows),
         incidents_sink=KafkaIncidentSink(kafka_bootstrap, incidents),
         dead_letters_sink=KafkaDeadLetterSink(kafka_bootstrap, dlq),
-        detector_factory=lambda: build_detector(DetectorConfig(min_history=24)),
+        detector_factory=lambda: build_bank(DetectorConfig(min_history=24)),
         counters=PipelineCounters(),
     )
     run_main(build_detection_flow(Settings(window_seconds=60), parts, shards=4))

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from connectors.influx import (
     MAX_TIME_NS,
     MIN_TIME_NS,
+    WINDOW_MEASUREMENT,
     InfluxIncidentSink,
     InfluxWindowSink,
     InfluxWriter,
@@ -629,3 +630,31 @@ def test_a_small_batch_is_sent_after_the_flush_interval_without_close() -> None:
         assert received == [b"m v=1 1"]
     finally:
         writer.close(1.0)
+
+
+@given(
+    series=st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"),
+        min_size=1,
+        max_size=30,
+    ).filter(lambda s: not s.endswith("\\")),
+    std=st.floats(allow_nan=True, allow_infinity=True),
+    score=st.floats(min_value=0.0, max_value=1.0),
+    components=st.dictionaries(
+        st.text(max_size=8), st.floats(allow_nan=True, allow_infinity=True), max_size=3
+    ),
+)
+def test_fast_window_point_equals_the_generic_line(series, std, score, components):
+    item = scored(series, tenant="t,1", std=std, score=score, components=components)
+    try:
+        generic = format_point(
+            WINDOW_MEASUREMENT,
+            window_tags(item.aggregate.tenant, series),
+            window_fields(item),
+            item.aggregate.window_start_ns,
+        )
+    except ValueError:
+        with pytest.raises(ValueError):
+            window_point(item)
+        return
+    assert window_point(item) == generic

@@ -9,7 +9,7 @@ from connectors.store import Store
 from incidents.config import Settings
 from incidents.records import IncidentQuery
 from incidents.telemetry import PipelineCounters
-from models.detector import DetectorConfig, build_detector
+from models.detector import DetectorConfig, build_bank
 from pipelines.detect import FlowParts, build_detection_flow
 
 S = 1_000_000_000
@@ -31,8 +31,7 @@ def run_into_store(tmp_path, messages, detector_factory=None):
         windows_sink=StoreSink(lambda: Store(url), "windows", reporter),
         incidents_sink=StoreSink(lambda: Store(url), "incidents"),
         dead_letters_sink=StoreSink(lambda: Store(url), "dead_letters"),
-        detector_factory=detector_factory
-        or (lambda: build_detector(DetectorConfig(min_history=24))),
+        detector_factory=detector_factory or (lambda: build_bank(DetectorConfig(min_history=24))),
         counters=counters,
     )
     run_main(build_detection_flow(Settings(window_seconds=60), parts, shards=4))

@@ -1,13 +1,16 @@
 """The SQL store on a real SQLite file: schema, dedup, replay-safe writes, queries, isolation."""
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from hypothesis import given
+from hypothesis import strategies as st
 
-from connectors.store import IncidentConflict, Store, metadata
+from connectors.store import IncidentConflict, Store, components_json, finite, metadata
 from incidents.config import DEFAULT_SEVERITY_THRESHOLDS
 from incidents.lifecycle import IncidentBuilder, detected_fingerprint
 from incidents.records import (
@@ -596,3 +599,11 @@ def test_resolve_open_detected_closes_orphans_of_an_earlier_run(tmp_path):
     assert items[0].resolution == "restart"
     assert store.timeline("default", items[0].id)[-1].actor == "system"
     assert store.resolve_open_detected(actor="system", resolution="restart") == 0
+
+
+@given(
+    st.dictionaries(st.text(max_size=6), st.floats(allow_nan=True, allow_infinity=True), max_size=4)
+)
+def test_components_json_equals_json_dumps_of_finite_values(components):
+    expected = json.dumps({k: finite(v) for k, v in components.items()}, separators=(",", ":"))
+    assert components_json(components) == expected

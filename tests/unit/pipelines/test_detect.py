@@ -8,6 +8,7 @@ from incidents.config import Settings
 from incidents.schemas import AnomalyScore, DeadLetter, IncidentEventType, WindowAggregate
 from incidents.telemetry import PipelineCounters
 from pipelines.detect import FlowParts, build_detection_flow
+from pipelines.operators import per_series
 
 S = 1_000_000_000
 T0 = 1_700_000_040 * S  # a window boundary for 60 s windows
@@ -46,7 +47,7 @@ def run_flow(messages: list[list[bytes]], **settings_overrides):
         windows_sink=TestingSink(windows),
         incidents_sink=TestingSink(incidents),
         dead_letters_sink=TestingSink(dead),
-        detector_factory=LimitDetector,
+        detector_factory=per_series(LimitDetector),
         counters=counters,
     )
     run_main(build_detection_flow(settings, parts, shards=4))

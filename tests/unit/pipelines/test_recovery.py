@@ -12,7 +12,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from incidents.config import Settings
 from incidents.telemetry import PipelineCounters
-from models.detector import DetectorConfig, build_detector
+from models.detector import DetectorConfig, build_bank
 from pipelines.detect import FlowParts, build_detection_flow
 
 S = 1_000_000_000
@@ -29,7 +29,7 @@ def messages() -> list[bytes]:
 
 
 def detector():
-    return build_detector(DetectorConfig(min_history=24))
+    return build_bank(DetectorConfig(min_history=24))
 
 
 def run(items, windows, incidents, recovery=None):

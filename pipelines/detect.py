@@ -141,7 +141,8 @@ def default_parts(settings: Settings) -> FlowParts:
     # Window aggregates are the bulk of the output: written on background threads, made
     # durable at each epoch (connectors.background), so the dataflow does not wait for them.
     windows: dict[str, Sink] = {"store": BackgroundSink(StoreSink(open_store, "windows", reporter))}
-    incidents: dict[str, DynamicSink] = {"store": StoreSink(open_store, "incidents")}
+    # Incident updates cost several round trips each: off the dataflow's thread as well.
+    incidents: dict[str, Sink] = {"store": BackgroundSink(StoreSink(open_store, "incidents"))}
     dead_letters: dict[str, DynamicSink] = {"store": StoreSink(open_store, "dead_letters")}
     if settings.uses_kafka:
         from connectors.kafka import (

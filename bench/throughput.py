@@ -87,7 +87,7 @@ from incidents.config import Settings, get_settings
 from incidents.parsing import parse_message
 from incidents.schemas import PartialAggregate, WindowAggregate
 from incidents.telemetry import COUNTERS, PipelineCounters
-from pipelines.detect import build_detection_flow, default_parts
+from pipelines.detect import build_detection_flow, default_parts, tune_garbage_collector
 from pipelines.operators import ParseAndCombine, ShardDetectors, per_series
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,6 +267,7 @@ def _proc_status_kb(pid: int | str = "self") -> dict[str, int]:
 def bench_flow() -> Any:
     """``build_flow()`` of ``pipelines.detect`` with a source that stops at the end of the topic,
     timing marks, and the detector chosen by ``BENCH_DETECTOR`` (``real`` or ``trivial``)."""
+    tune_garbage_collector()
     settings = get_settings()
     parts = default_parts(settings)
     probe = _Probe()
@@ -715,6 +716,9 @@ def raw_consume(
 
 
 def parse_only(values: list[bytes], repeats: int) -> dict[str, Any]:
+    """Parse (and parse + combine) every message in this process, with the dataflow's garbage
+    collector settings, so that the floor is measured as the dataflow would see it."""
+    tune_garbage_collector()
     runs, combined = [], []
     points = 0
     for _ in range(repeats):

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from incidents.schemas import DeadLetter, MetricPoint, Tags
+from incidents.schemas import DeadLetter, MetricPoint, Tags, series_head, tenant_of
 
 PRECISION_MULTIPLIERS: dict[str, int] = {
     "ns": 1,
@@ -70,7 +70,8 @@ _BLANK_OR_COMMENT = frozenset(" \t#")
 
 _MAX_SHOWN = 64
 _KEY_CACHE_MAX = 65_536
-_KEY_CACHE: dict[str, tuple[str, Tags]] = {}
+_KEY_CACHE: dict[str, tuple[str, Tags, str, str]] = {}
+"""Line head -> (measurement, tags, series head + " ", tenant)."""
 """Parsed ``measurement,tags`` prefixes of plain lines: agents repeat the same series forever."""
 
 
@@ -214,10 +215,11 @@ def _parse_plain_key(key: str) -> tuple[str, Tags]:
     return measurement, _sorted_tags(tags)
 
 
-def _cached_plain_key(key: str) -> tuple[str, Tags]:
+def _cached_plain_key(key: str) -> tuple[str, Tags, str, str]:
     parsed = _KEY_CACHE.get(key)
     if parsed is None:
-        parsed = _parse_plain_key(key)
+        measurement, tags = _parse_plain_key(key)
+        parsed = (measurement, tags, series_head(measurement, tags) + " ", tenant_of(tags))
         if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
             _KEY_CACHE.clear()
         _KEY_CACHE[key] = parsed
@@ -249,7 +251,8 @@ def _parse_plain_line(line: str, multiplier: int, default_ts: int, out: list[Met
         # Rare and invalid in some way: let the full scanner name the first error, as it would.
         _parse_escaped_line(line, multiplier, default_ts, out)
         return
-    measurement, tags = _cached_plain_key(parts[0])
+    # A field name of a plain line holds no character that a series key escapes.
+    measurement, tags, head, tenant = _cached_plain_key(parts[0])
     append = out.append
     for item in parts[1].split(","):
         key, equals, token = item.partition("=")
@@ -272,7 +275,7 @@ def _parse_plain_line(line: str, multiplier: int, default_ts: int, out: list[Met
                 value = _parse_value(key, token)
         else:
             value = _parse_value(key, token)
-        append(MetricPoint(measurement, tags, key, value, timestamp))
+        append(MetricPoint(measurement, tags, key, value, timestamp, head + key, tenant))
 
 
 # --------------------------------------------------------------------------- escaped lines

@@ -36,10 +36,16 @@ def series_key(measurement: str, tags: Tags, field_name: str) -> str:
     space, e.g. ``cpu,host=a,region=eu usage_user``; ``split_series`` reverses it exactly.
     Cached: agents repeat the same series forever, and this runs once per point.
     """
+    return f"{series_head(measurement, tags)} {_escape(field_name, ',= ')}"
+
+
+@lru_cache(maxsize=1 << 16)
+def series_head(measurement: str, tags: Tags) -> str:
+    """The ``measurement,tag=value,...`` part of ``series_key`` (escaped)."""
     head = _escape(measurement, ", ")
     if tags:
         head += "," + ",".join(f"{_escape(k, ',= ')}={_escape(v, ',= ')}" for k, v in tags)
-    return f"{head} {_escape(field_name, ',= ')}"
+    return head
 
 
 def _split_unescaped(text: str, sep: str, maxsplit: int = -1) -> list[str]:
@@ -123,14 +129,17 @@ class MetricPoint:
     field: str
     value: float
     timestamp_ns: int
+    known_series: str | None = field(default=None, compare=False, repr=False)
+    """``series``, when the parser already has it (it caches it per line head)."""
+    known_tenant: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def series(self) -> str:
-        return series_key(self.measurement, self.tags, self.field)
+        return self.known_series or series_key(self.measurement, self.tags, self.field)
 
     @property
     def tenant(self) -> str:
-        return tenant_of(self.tags)
+        return self.known_tenant or tenant_of(self.tags)
 
     @property
     def timestamp_s(self) -> float:

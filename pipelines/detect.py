@@ -14,6 +14,7 @@ the flow is::
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -193,7 +194,24 @@ def metrics_source(settings: Settings) -> Source:
     )
 
 
+GC_YOUNG_THRESHOLD = 100_000
+
+
+def tune_garbage_collector() -> None:
+    """Collect cycles every 100,000 allocations instead of CPython's default 700.
+
+    The dataflow allocates millions of short-lived objects (points, partials, windows), none in
+    reference cycles, while it keeps a large heap of open windows and detector state alive. With
+    the default thresholds the collector ran thousands of times per second and its older
+    generations rescanned that heap: about a third of the dataflow's time. ``gc.freeze`` moves
+    what exists at start (modules, settings) out of every later scan.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
+
+
 def build_flow(settings: Settings | None = None) -> Dataflow:
     """Entry point for ``python -m bytewax.run "pipelines.detect:build_flow()"``."""
+    tune_garbage_collector()
     settings = settings or get_settings()
     return build_detection_flow(settings, default_parts(settings))

@@ -23,7 +23,7 @@ from incidents.parsing import (
     parse_message,
     parse_telegraf_json,
 )
-from incidents.schemas import MetricPoint
+from incidents.schemas import MetricPoint, series_key, tenant_of
 
 TS = 1_700_000_000_000_000_000
 DEFAULT_TS = 123
@@ -563,6 +563,9 @@ def test_round_trip(
     result = parse_line_protocol(text.encode("utf-8"), default_timestamp_ns=DEFAULT_TS)
     assert result.dead_letters == []
     assert result.points == [p for line in lines for p in expected_points(*line)]
+    for point in result.points:  # what the parser caches is what the schema computes
+        assert point.series == series_key(point.measurement, point.tags, point.field)
+        assert point.tenant == tenant_of(point.tags)
 
 
 def line_is_skipped(raw: bytes) -> bool:
@@ -722,3 +725,18 @@ def test_float_tokens_follow_influx_grammar(token: str) -> None:
     finite = in_grammar and math.isfinite(float(token))
     if not token.endswith(("i", "u")):
         assert accepted == finite, result
+
+
+def test_plain_lines_carry_series_and_tenant_equal_to_the_schema():
+    result = parse_line_protocol(
+        b"cpu,tenant=acme,host=a usage_user=1.5,usage_system=2 1\ncpu,host=b idle=3i 2",
+        default_timestamp_ns=DEFAULT_TS,
+    )
+    assert [(p.series, p.tenant) for p in result.points] == [
+        ("cpu,host=a,tenant=acme usage_user", "acme"),
+        ("cpu,host=a,tenant=acme usage_system", "acme"),
+        ("cpu,host=b idle", "default"),
+    ]
+    for point in result.points:
+        assert point.known_series is not None
+        assert point.series == series_key(point.measurement, point.tags, point.field)

@@ -85,7 +85,7 @@ from connectors.background import BackgroundSink
 from connectors.kafka import KafkaMetricsSource, flatten_items
 from incidents.config import Settings, get_settings
 from incidents.parsing import parse_message
-from incidents.schemas import PartialAggregate, WindowAggregate
+from incidents.schemas import AnomalyScore, PartialAggregate, WindowAggregate
 from incidents.telemetry import COUNTERS, PipelineCounters
 from pipelines.detect import build_detection_flow, default_parts, tune_garbage_collector
 from pipelines.operators import ParseAndCombine, ShardDetectors, per_series
@@ -118,6 +118,9 @@ SERVICE_VARS = (
 )
 STATS_ENV = "BENCH_STATS_FILE"
 DETECTOR_ENV = "BENCH_DETECTOR"
+WINDOW_SINKS_ENV = "BENCH_WINDOW_SINKS"
+"""``discard``: window aggregates go nowhere (measures the dataflow without the services'
+ingest of 300,000 window rows); anything else: PostgreSQL and InfluxDB as configured."""
 
 
 # =========================================================================== child side
@@ -213,6 +216,18 @@ class TimedSink(DynamicSink[Any]):
         )
 
 
+class DiscardSink(DynamicSink[Any]):
+    """Drops every item (the window rows of the ``discard`` configuration)."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DiscardPartition:
+        return _DiscardPartition()
+
+
+class _DiscardPartition(StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        return None
+
+
 def timed(sink: Any, probe: _Probe, name: str) -> Any:
     """``TimedSink`` around ``sink``; inside a ``BackgroundSink``, around the writes it runs (so
     the marks are when the rows are written, not when they were queued)."""
@@ -280,6 +295,8 @@ def bench_flow() -> Any:
     sinks = parts.windows_sink
     assert isinstance(sinks, Mapping)
     windows = {name: timed(sink, probe, f"windows_{name}") for name, sink in sinks.items()}
+    if os.environ.get(WINDOW_SINKS_ENV) == "discard":
+        windows = {"discard": timed(DiscardSink(), probe, "windows_discard")}
     detector = os.environ.get(DETECTOR_ENV, "real")
     factory = per_series(TrivialDetector) if detector == "trivial" else parts.detector_factory
     parts = replace(parts, source=source, windows_sink=windows, detector_factory=factory)
@@ -774,15 +791,76 @@ def run_dataflow(
     return result
 
 
+def sink_ceilings(
+    res: Resources, env: Mapping[str, str], sc: Scenario, bucket: str
+) -> dict[str, Any]:
+    """Windows/s that the product's own window writers get from PostgreSQL (COPY + upsert) and
+    InfluxDB alone, with the scenario's series, in batches of one shard step: the most the
+    services on this machine can take while nothing else runs."""
+    from connectors.influx import InfluxWriter, window_point
+    from connectors.store import Store
+
+    rng = np.random.default_rng(sc.seed + 3)
+    names = field_names(sc.fields)
+    count = min(sc.series * 10, 100_000)
+    items = []
+    for i in range(count):
+        start = (i // sc.series) * sc.window_seconds * S
+        series = (
+            f"cpu,cpu=cpu-total,host=h{(i % sc.series) // sc.fields:05d} {names[i % sc.fields]}"
+        )
+        agg = WindowAggregate(
+            series,
+            "default",
+            start,
+            start + sc.window_seconds * S,
+            6,
+            *rng.uniform(1, 50, 5).tolist(),
+        )
+        items.append(AnomalyScore(agg, 0.1, False, {"ecod": 0.5, "arima": 0.5}))
+    batch = 10_000
+    store = Store(res.schema("ceiling"))
+    started = time.perf_counter()
+    for k in range(0, count, batch):
+        store.write_windows(items[k : k + batch])
+    postgres = count / (time.perf_counter() - started)
+    store.close()
+    settings = Settings(
+        influx_url=env["INFLUX_URL"],
+        influx_token=env["INFLUX_TOKEN"],
+        influx_org=env["INFLUX_ORG"],
+        influx_bucket=bucket,
+    )
+    writer = InfluxWriter.from_settings(settings, name="ceiling")
+    started = time.perf_counter()
+    for k in range(0, count, batch):
+        writer.add([window_point(x) for x in items[k : k + batch]])
+        writer.flush()
+    influx = count / (time.perf_counter() - started)
+    writer.close()
+    per_window = sc.points_per_window
+    return {
+        "windows": count,
+        "batch": batch,
+        "points_per_window": per_window,
+        "postgres_windows_per_s": postgres,
+        "influx_windows_per_s": influx,
+        "postgres_points_per_s": postgres * per_window,
+        "influx_points_per_s": influx * per_window,
+    }
+
+
 def e2e_result(run: Mapping[str, Any], points: int, expected_windows: int) -> dict[str, Any]:
-    last = run["last_write_ns"].get("windows_store")
+    marker = "windows_store" if "windows_store" in run["last_write_ns"] else "windows_discard"
+    last = run["last_write_ns"].get(marker)
     seconds = (last - run["first_batch_ns"]) / S
     return {
         "detector": run["detector"],
+        "window_sinks": "PostgreSQL + InfluxDB" if marker == "windows_store" else "discarded",
         "seconds": seconds,
         "points_per_s": points / seconds,
-        "windows_per_s": run["items"].get("windows_store", 0) / seconds,
-        "windows_written": run["items"].get("windows_store", 0),
+        "windows_per_s": run["items"].get(marker, 0) / seconds,
+        "windows_written": run["items"].get(marker, 0),
         "windows_expected": expected_windows,
         "process_seconds": (run["end_ns"] - run["spawn_ns"]) / S,
         "startup_seconds": (run["first_batch_ns"] - run["spawn_ns"]) / S,
@@ -1174,10 +1252,14 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
             (result.get("end_to_end_trivial") or {}).get("points_per_s"),
         ),
         ("end to end\nreal detector", result["end_to_end"]["points_per_s"]),
+        (
+            "end to end, real,\nwindow rows\ndiscarded",
+            (result.get("end_to_end_window_rows_discarded") or {}).get("points_per_s"),
+        ),
     ]
     bars = [(k, v) for k, v in bars if v]
     fig, ax = plt.subplots(figsize=(8, 5))
-    colors = ["#4c72b0", "#55a868", "#c4a000", "#c44e52"][: len(bars)]
+    colors = ["#4c72b0", "#55a868", "#c4a000", "#c44e52", "#8172b2"][: len(bars)]
     ax.bar([k for k, _ in bars], [v for _, v in bars], color=colors)
     ax.set_yscale("log")
     ax.axhline(TARGET_POINTS_PER_S, color="grey", linestyle="--", linewidth=1)
@@ -1224,8 +1306,20 @@ def summary(r: Mapping[str, Any]) -> str:
         ("parse + combine", r["parse_only"]["parse_and_combine_points_per_s"]),
         ("end to end, trivial detector", (r.get("end_to_end_trivial") or {}).get("points_per_s")),
         ("end to end, real detector", r["end_to_end"]["points_per_s"]),
+        (
+            "  same, window rows discarded",
+            (r.get("end_to_end_window_rows_discarded") or {}).get("points_per_s"),
+        ),
     ]
     lines += [f"{k:<34}{fmt(v):>14}" for k, v in rows]
+    ceilings = r.get("sink_ceilings")
+    if ceilings:
+        lines.append(
+            f"sink ceilings alone (windows/s -> points/s at {ceilings['points_per_window']} "
+            f"points per window): PostgreSQL {fmt(ceilings['postgres_windows_per_s'])} -> "
+            f"{fmt(ceilings['postgres_points_per_s'])}, InfluxDB "
+            f"{fmt(ceilings['influx_windows_per_s'])} -> {fmt(ceilings['influx_points_per_s'])}"
+        )
     raw = r["raw_consume"]
     lines += [
         "",
@@ -1407,13 +1501,24 @@ def main(argv: list[str] | None = None) -> None:
             args.timeout,
         )
         expected_windows = sc.series * sc.windows_per_series
-        e2e: dict[str, list[dict[str, Any]]] = {"real": [], "trivial": []}
-        detectors = ["real"] + ([] if args.skip_trivial else ["trivial"])
+        e2e: dict[str, list[dict[str, Any]]] = {"real": [], "trivial": [], "discard": []}
+        configurations = {
+            "real": {DETECTOR_ENV: "real"},
+            "trivial": {DETECTOR_ENV: "trivial"},
+            "discard": {DETECTOR_ENV: "real", WINDOW_SINKS_ENV: "discard"},
+        }
+        if args.skip_trivial:
+            del configurations["trivial"]
+        labels = {
+            "real": "real detector",
+            "trivial": "trivial detector",
+            "discard": "real detector, window rows discarded",
+        }
         for rep in range(args.e2e_repeats):
-            for det in detectors:
-                say(f"end to end, {det} detector (run {rep + 1}/{args.e2e_repeats})")
+            for det, extra in configurations.items():
+                say(f"end to end, {labels[det]} (run {rep + 1}/{args.e2e_repeats})")
                 run = run_dataflow(
-                    {**child_env, DETECTOR_ENV: det, "DATABASE_URL": res.schema(f"{det}{rep}")},
+                    {**child_env, **extra, "DATABASE_URL": res.schema(f"{det}{rep}")},
                     "bench/throughput.py:bench_flow()",
                     args.workers,
                     logdir / f"e2e_{det}{rep}.log",
@@ -1435,7 +1540,11 @@ def main(argv: list[str] | None = None) -> None:
             return chosen
 
         real, trivial = pick(e2e["real"]), pick(e2e["trivial"])
+        discarded = pick(e2e["discard"])
         assert real is not None
+
+        say("sink ceilings: the product's PostgreSQL and InfluxDB window writers alone")
+        ceilings = sink_ceilings(res, env, sc, bucket)
 
         say("detector cost per window and pickled size (in process)")
         det_cost = detector_costs(sc, sample=156, windows=300)
@@ -1502,6 +1611,11 @@ def main(argv: list[str] | None = None) -> None:
                 "Kafka source stopping at the end of the topic; seconds = last window written "
                 "to the store - first message consumed (wall clock, in the process)",
                 "trivial_detector": "TrivialDetector: running z-score of the window mean",
+                "window_rows_discarded": "as end_to_end with the real detector, but the window "
+                "aggregates go to a sink that drops them (incidents still go to PostgreSQL and "
+                "Kafka): the dataflow without the services' ingest of the window rows",
+                "sink_ceilings": "the product's window writers alone (Store.write_windows and "
+                "InfluxWriter with window_point), batches of 10,000 windows, nothing else running",
                 "raw_consume": "bare confluent-kafka Consumer (default settings), connected, "
                 "partitions assigned from the beginning, poll per message; clock from assign to "
                 "the last message",
@@ -1513,6 +1627,8 @@ def main(argv: list[str] | None = None) -> None:
             "parse_only": parse_result,
             "end_to_end": real,
             "end_to_end_trivial": trivial,
+            "end_to_end_window_rows_discarded": discarded,
+            "sink_ceilings": ceilings,
             "ratios": {
                 "end_to_end_over_parse_only": real["points_per_s"] / parse_result["points_per_s"],
                 "end_to_end_over_raw_consume": real["points_per_s"] / raw_result["points_per_s"],
@@ -1524,6 +1640,9 @@ def main(argv: list[str] | None = None) -> None:
                 ),
                 "target_points_per_s": TARGET_POINTS_PER_S,
                 "end_to_end_over_target": real["points_per_s"] / TARGET_POINTS_PER_S,
+                "discarded_over_parse_only": (
+                    discarded["points_per_s"] / parse_result["points_per_s"] if discarded else None
+                ),
             },
             "latency": latency,
             "memory": {

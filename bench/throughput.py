@@ -1264,10 +1264,10 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     ax.set_yscale("log")
     ax.axhline(TARGET_POINTS_PER_S, color="grey", linestyle="--", linewidth=1)
     ax.text(
-        len(bars) - 0.5,
+        -0.4,
         TARGET_POINTS_PER_S * 1.08,
         "target 200k/s (1 worker)",
-        ha="right",
+        ha="left",
         color="grey",
         fontsize=9,
     )

@@ -715,6 +715,13 @@ env_cmd() {
     say "env: no PostgreSQL password yet ($PG_STATE/password); run '$0 up' first"
     incomplete=1
   fi
+  # The API refuses to start outside local/test without a token signing key: the development
+  # environment gets one of its own, made once and kept (mode 600) beside the services' state.
+  if [ ! -s "$STATE_DIR/jwt-secret" ]; then
+    mkdir -p "$STATE_DIR"
+    (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$STATE_DIR/jwt-secret")
+  fi
+  echo "export JWT_SECRET=$(cat "$STATE_DIR/jwt-secret")"
   return "$incomplete"
 }
 

@@ -291,3 +291,21 @@ def test_postgres_rejects_a_wrong_password(database_url):
     )
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(wrong.geturl(), connect_timeout=10)
+
+
+# -------------------------------------------------------------------------------------------
+# The API's token key for the development environment
+
+
+def test_env_provides_a_stable_private_jwt_secret():
+    first, second = _harness_env(), _harness_env()
+    if not first:
+        _unavailable("scripts/services.sh env printed nothing")
+    secret = first.get("JWT_SECRET", "")
+    assert len(secret) == 64 and int(secret, 16) >= 0
+    assert second["JWT_SECRET"] == secret
+    state = Path(
+        os.environ.get("INCIDENTS_STATE_DIR")
+        or Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local/state") / "incidents"
+    )
+    assert (state / "jwt-secret").stat().st_mode & 0o777 == 0o600

@@ -914,8 +914,10 @@ class KafkaIncidentSink(_KafkaProducerSink):
 # --------------------------------------------------------------------------- topics
 
 
-def settings_topics(settings: Settings, partitions: int = 3) -> dict[str, int]:
+def settings_topics(settings: Settings, partitions: int = 1) -> dict[str, int]:
     """The configured topics for :func:`ensure_topics`.
+
+    The dead-letter and incident topics carry little traffic: one partition each unless asked.
 
     The metrics topic gets ``KAFKA_METRICS_PARTITIONS`` (default 1): windows close on each
     series' own event time, so a series whose messages are spread over several partitions

@@ -154,6 +154,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from connectors.store import Store
     from incidents.config import Settings
 
+    # Started in the background (nohup, a supervisor), SIGINT may arrive ignored; the children
+    # would inherit that and ignore the SIGINT that stops them gracefully. A handler of our own
+    # is reset to the default in each child.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     env = dict(os.environ)
     env["ENVIRONMENT"] = args.environment
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -34,6 +34,55 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """NAB scores of the project's detector (or of existing result CSVs) on a labelled corpus."""
+    from models.evaluation import (
+        DEFAULT_WORKERS,
+        format_report,
+        load_corpus,
+        load_profiles,
+        match_scores,
+        read_scores_dir,
+        run_detector,
+        score_corpus,
+        write_json,
+    )
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    labels = Path(args.labels)
+    profiles_path = Path(args.profiles) if args.profiles else labels.parent / "profiles.json"
+    started = time.monotonic()
+    try:
+        if args.detector and not args.scores:
+            raise ValueError("--detector names the result files of --scores; give --scores too")
+        files = load_corpus(Path(args.data), labels)
+        profiles = load_profiles(profiles_path)
+        if args.scores:
+            scores = match_scores(files, read_scores_dir(Path(args.scores), args.detector))
+            detector = args.detector or Path(args.scores).name
+            title = f"detector: {detector} (from {args.scores})"
+        else:
+            rows = sum(f.rows for f in files)
+            progress(
+                f"running the detector on {len(files)} files ({rows} rows),"
+                f" {DEFAULT_WORKERS} processes"
+            )
+            scores = run_detector(files, progress=progress, workers=DEFAULT_WORKERS)
+            detector = "models.detector"
+            title = "detector: the project's online detector (models.detector)"
+        result = score_corpus(files, scores, profiles)
+        if args.output:
+            write_json(result, Path(args.output), detector=detector)
+    except (OSError, ValueError) as exc:
+        print(f"incidents evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(result, title))
+    progress(f"evaluated in {time.monotonic() - started:.1f} s")
+    return 0
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from connectors.store import Store
     from incidents.config import Settings
@@ -267,6 +316,28 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--input", required=True, help="CSV with header timestamp,value")
     score.add_argument("--output", required=True, help="CSV to write timestamp,value,anomaly_score")
     score.set_defaults(func=_cmd_score)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="NAB-score the online detector (or existing result CSVs) on labelled streams",
+    )
+    evaluate.add_argument("--data", required=True, help="folder of <category>/<file>.csv")
+    evaluate.add_argument(
+        "--labels", required=True, help="windows.json: per data file, [start, end] windows"
+    )
+    evaluate.add_argument(
+        "--profiles", help="NAB scoring profiles (default: profiles.json beside --labels)"
+    )
+    evaluate.add_argument(
+        "--scores",
+        help="score the result CSVs in this folder (<category>/[<detector>_]<file>.csv, column "
+        "anomaly_score) instead of running the detector",
+    )
+    evaluate.add_argument(
+        "--detector", help="the result files' prefix in --scores (default: the folder's name)"
+    )
+    evaluate.add_argument("--output", help="also write the scores, per profile and file, as JSON")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     run = sub.add_parser("run", help="run the detection dataflow and the API together")
     run.add_argument("--environment", choices=ENVIRONMENTS, default="local")

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     allowed_lateness_seconds: int = Field(default=30, ge=0, le=86_400)
     anomaly_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
     resolve_after_windows: int = Field(default=3, ge=1, le=10_000)
+    detector_members: str = "knn,ecod,arima"
+    """Ensemble members of the dataflow's detector, comma-separated."""
     severity_thresholds: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_SEVERITY_THRESHOLDS)
     )
@@ -81,6 +83,21 @@ class Settings(BaseSettings):
         if any(not 0.0 <= x <= 1.0 for x in v.values()):
             raise ValueError("severity thresholds must lie in [0, 1]")
         return {**DEFAULT_SEVERITY_THRESHOLDS, **v}
+
+    @field_validator("detector_members")
+    @classmethod
+    def _known_members(cls, value: str) -> str:
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        known = {"knn", "ecod", "arima"}
+        if not names or set(names) - known or len(set(names)) != len(names):
+            raise ValueError(
+                f"DETECTOR_MEMBERS must list distinct members of {sorted(known)}, got {value!r}"
+            )
+        return ",".join(names)
+
+    @property
+    def detector_member_names(self) -> tuple[str, ...]:
+        return tuple(self.detector_members.split(","))
 
     @field_validator("log_level")
     @classmethod

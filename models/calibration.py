@@ -70,42 +70,28 @@ class TailTable:
         ``min_scale`` floors the tail's scale so that a sample of identical values (a flat
         series) still yields a finite, steep tail instead of a division by zero.
         """
-        values = np.asarray(scores, dtype=np.float64)
-        values = np.where(np.isfinite(values), values, np.nan).astype(SAMPLE_DTYPE)
-        if values.shape[1] > self.width:
-            raise ValueError(f"sample of {values.shape[1]} scores exceeds the width {self.width}")
-        values = np.sort(values, axis=1)
-        n = np.isfinite(values).sum(axis=1)
-        cut = np.maximum(np.ceil((1.0 - self.tail_fraction) * n).astype(np.int64) - 1, 0)
-        threshold = values[np.arange(len(values)), cut].astype(np.float64)
-        threshold = np.where(n > 0, threshold, 0.0)
-        with np.errstate(invalid="ignore"):
-            above = values > threshold[:, None]
-            excess = np.where(above, values - threshold[:, None], 0.0).sum(axis=1)
-        exceedances = above.sum(axis=1)
-        mean_excess = excess / np.maximum(exceedances, 1)
-        shrinkage = 1.0 + SMALL_SAMPLE_EXCEEDANCES / np.maximum(exceedances, 1)
-        width = values.shape[1]
+        width = np.shape(scores)[1]
+        if width > self.width:
+            raise ValueError(f"sample of {width} scores exceeds the width {self.width}")
+        values, n, threshold, probability, scale = fit_tail(scores, min_scale, self.tail_fraction)
         padded = np.full((len(values), self.width), np.nan, dtype=SAMPLE_DTYPE)
-        padded[:, :width] = values
+        padded[:, : values.shape[1]] = values
         self.sample[rows] = padded
         self.size[rows] = n
         self.threshold[rows] = threshold
-        self.threshold_probability[rows] = _empirical_survival(padded, n, threshold)
-        self.scale[rows] = np.maximum(np.maximum(mean_excess * shrinkage, min_scale), TINY)
+        self.threshold_probability[rows] = probability
+        self.scale[rows] = scale
 
     def tail_probability(self, rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """``P(S >= score)`` in (0, 1] per row; non-finite scores and unfitted rows give 1.0."""
-        scores = np.asarray(scores, dtype=np.float64)
-        n = self.size[rows]
-        threshold = self.threshold[rows]
-        body = _empirical_survival(self.sample[rows], n, scores)
-        with np.errstate(over="ignore", invalid="ignore"):
-            tail = self.threshold_probability[rows] * np.exp(
-                -(scores - threshold) / self.scale[rows]
-            )
-        q = np.where(scores <= threshold, body, tail)
-        return np.where(np.isfinite(scores) & (n > 0), q, 1.0)
+        return tail_probability_of(
+            self.sample[rows],
+            self.size[rows],
+            self.threshold[rows],
+            self.threshold_probability[rows],
+            self.scale[rows],
+            scores,
+        )
 
     def head(self, rows: int) -> TailTable:
         """A copy of the first ``rows`` rows (for compact snapshots)."""
@@ -113,6 +99,46 @@ class TailTable:
         for name in ("sample", "size", "threshold", "threshold_probability", "scale"):
             setattr(copy, name, getattr(self, name)[:rows].copy())
         return copy
+
+
+def fit_tail(
+    scores: np.ndarray, min_scale: np.ndarray | float, tail_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``scores`` (non-finite values ignored): the sorted float32 sample (NaN last),
+    its size, the tail threshold, the probability of reaching it and the tail's scale."""
+    values = np.asarray(scores, dtype=np.float64)
+    values = np.where(np.isfinite(values), values, np.nan).astype(SAMPLE_DTYPE)
+    values = np.sort(values, axis=1)
+    n = np.isfinite(values).sum(axis=1)
+    cut = np.maximum(np.ceil((1.0 - tail_fraction) * n).astype(np.int64) - 1, 0)
+    threshold = values[np.arange(len(values)), cut].astype(np.float64)
+    threshold = np.where(n > 0, threshold, 0.0)
+    with np.errstate(invalid="ignore"):
+        above = values > threshold[:, None]
+        excess = np.where(above, values - threshold[:, None], 0.0).sum(axis=1)
+    exceedances = above.sum(axis=1)
+    mean_excess = excess / np.maximum(exceedances, 1)
+    shrinkage = 1.0 + SMALL_SAMPLE_EXCEEDANCES / np.maximum(exceedances, 1)
+    scale = np.maximum(np.maximum(mean_excess * shrinkage, min_scale), TINY)
+    return values, n, threshold, _empirical_survival(values, n, threshold), scale
+
+
+def tail_probability_of(
+    sample: np.ndarray,
+    n: np.ndarray,
+    threshold: np.ndarray,
+    threshold_probability: np.ndarray,
+    scale: np.ndarray,
+    scores: np.ndarray,
+) -> np.ndarray:
+    """``P(S >= score)`` from a sample (any order, NaN ignored) and fitted tail parameters;
+    non-finite scores and empty samples give 1.0."""
+    scores = np.asarray(scores, dtype=np.float64)
+    body = _empirical_survival(sample, n, scores)
+    with np.errstate(over="ignore", invalid="ignore"):
+        tail = threshold_probability * np.exp(-(scores - threshold) / scale)
+    q = np.where(scores <= threshold, body, tail)
+    return np.where(np.isfinite(scores) & (n > 0), q, 1.0)
 
 
 def _empirical_survival(sample: np.ndarray, n: np.ndarray, scores: np.ndarray) -> np.ndarray:

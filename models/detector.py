@@ -4,8 +4,9 @@
 few hundred series that close together are scored in one vectorised pass (about 100x cheaper per
 window than one PyOD model and one statsmodels ARIMA per series). Per series it holds a float32
 ring of the last ``history`` feature rows, the rows ECOD was last fitted on (sorted per column,
-so a score is a binary search), each member's calibration sample and a few coefficients: about
-13 KB.
+so a score is a binary search), each member's calibration sample and a few coefficients (13 KB),
+and for the ``knn`` member the last ``neighbour_span + max(neighbour_dims)`` window means and
+its last ``neighbour_calibration`` distances per sub-sequence length (12 KB): about 25 KB.
 
 Protocol: ``score_batch(windows)`` scores each window, then learns it, in order. A score uses only
 learned windows plus the scored one. ``SingleSeriesDetector`` offers the one-series
@@ -16,12 +17,16 @@ history (``models.calibration``):
 
 - ``ecod``: the ECOD score of the window's features against the rows it was last fitted on
   (refitted every ``refit_every`` windows), calibrated on the in-sample scores of those rows.
+- ``knn``: the distance from the newest sub-sequences of window means (lengths
+  ``neighbour_dims``) to their nearest earlier ones (``models.neighbours``), calibrated on the
+  member's own past distances: an unusual *pattern*, even within the usual range of values.
 - ``arima``: the absolute one-step residual of the window mean, calibrated on in-sample
   residuals (refitted every ``forecast_refit_every`` windows); a robust z-score when ARIMA is
   unusable.
 
 The ensemble score is ``surprisal_score`` of the Bonferroni-combined ``q`` (1.0 = a
-1-in-10^``score_decades`` window); the per-member components are ``1 - q``.
+1-in-10^``score_decades`` window), damped unless it exceeds the series' recent scores (see
+``DetectorConfig.onset_window``); the per-member components are ``1 - q``.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ from models.calibration import (
     TailTable,
     combine_tail_probabilities,
     confidence,
+    fit_tail,
     surprisal_score,
+    tail_probability_of,
 )
 from models.ecod import ecod_scores, ecod_training_scores
 from models.features import FEATURE_DTYPE, FEATURE_NAMES, MEAN, window_features
@@ -52,8 +59,9 @@ from models.forecast import (
     robust_level,
     two_sided_normal_tail,
 )
+from models.neighbours import nearest_distances
 
-MEMBERS = ("ecod", "arima")
+MEMBERS = ("knn", "ecod", "arima")
 MIN_ECOD_SCALE = 1e-6
 NO_FORECAST, ARIMA, ROBUST_LEVEL = 0, 1, 2
 
@@ -63,7 +71,8 @@ Scored = tuple[float, dict[str, float]]
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
-    """Knobs of the detector; the defaults keep about 13 KB of state per series.
+    """Knobs of the detector; the defaults keep about 25 KB of state per series (13 KB without
+    the ``knn`` member).
 
     ARIMA is refitted less often than ECOD: its calibration sample changes more slowly.
     """
@@ -75,6 +84,17 @@ class DetectorConfig:
     members: tuple[str, ...] = MEMBERS
     tail_fraction: float = DEFAULT_TAIL_FRACTION
     score_decades: float = 4.0
+    neighbour_dims: tuple[int, ...] = (5, 20)
+    """Sub-sequence lengths of the ``knn`` member (one calibrated distance each)."""
+    neighbour_span: int = 1000
+    """How far back the ``knn`` member looks for a similar sub-sequence, in windows."""
+    neighbour_calibration: int = 1000
+    """How many of its own past distances the ``knn`` member calibrates against."""
+    onset_window: int = 30
+    onset_damping: float = 0.3
+    """A score that does not exceed the series' highest score of the last ``onset_window``
+    windows is multiplied by ``onset_damping``: an anomaly is reported at its onset, not again
+    for every window it lasts (each repeat would be another alarm)."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -96,6 +116,14 @@ class DetectorConfig:
             problems.append("tail_fraction must be in (0, 1)")
         if self.score_decades <= 0.0:
             problems.append("score_decades must be > 0")
+        if not self.neighbour_dims or min(self.neighbour_dims) < 1:
+            problems.append("neighbour_dims must be positive lengths")
+        if self.neighbour_span < 2 * max(self.neighbour_dims or (1,)):
+            problems.append("neighbour_span must be at least twice the longest neighbour_dims")
+        if self.neighbour_calibration < 2:
+            problems.append("neighbour_calibration must be >= 2")
+        if self.onset_window < 0 or not 0.0 <= self.onset_damping <= 1.0:
+            problems.append("onset_window must be >= 0 and onset_damping in [0, 1]")
         if problems:
             raise ValueError("invalid DetectorConfig: " + "; ".join(problems))
 
@@ -121,6 +149,10 @@ class DetectorBank:
         "innovation",
         "location",
         "spread",
+        "values",
+        "distances",
+        "distance_tail",
+        "recent_scores",
     )
 
     def __init__(self, config: DetectorConfig | None = None, capacity: int = 16) -> None:
@@ -141,6 +173,16 @@ class DetectorBank:
         self.innovation = np.zeros(rows)
         self.location = np.zeros(rows)
         self.spread = np.ones(rows)
+        config = self.config
+        knn = "knn" in config.members
+        dims = len(config.neighbour_dims)
+        span = config.neighbour_span + max(config.neighbour_dims) if knn else 0
+        self.values = np.zeros((rows, span), dtype=FEATURE_DTYPE)
+        calibration = config.neighbour_calibration if knn else 0
+        self.distances = np.full((rows, dims, calibration), np.nan, dtype=FEATURE_DTYPE)
+        # per dim: sample size, threshold, its probability, scale (models.calibration.fit_tail)
+        self.distance_tail = np.zeros((rows, dims, 4))
+        self.recent_scores = np.zeros((rows, config.onset_window), dtype=FEATURE_DTYPE)
         fraction = self.config.tail_fraction
         self.ecod_table = TailTable(rows, history, fraction)
         self.forecast_table = TailTable(rows, history, fraction)
@@ -159,8 +201,8 @@ class DetectorBank:
             batch = [windows[i] for i in positions]
             rows = self._rows(batch)
             features = window_features(batch, self.previous_mean[rows])
-            scored, residual = self._evaluate(rows, features)
-            self._learn(rows, features, residual)
+            scored, learned = self._evaluate(rows, features)
+            self._learn(rows, features, *learned)
             for i, result in zip(positions, scored, strict=True):
                 out[i] = result
         return out  # type: ignore[return-value]
@@ -183,20 +225,29 @@ class DetectorBank:
             batch = [windows[i] for i in positions]
             rows = self._rows(batch)
             features = window_features(batch, self.previous_mean[rows])
-            self._learn(rows, features, self._forecast_residual(rows, features[:, MEAN]))
+            self._learn(rows, features, *self._evaluate(rows, features)[1])
 
-    def _evaluate(self, rows: np.ndarray, features: np.ndarray) -> tuple[list[Scored], np.ndarray]:
+    def _evaluate(
+        self, rows: np.ndarray, features: np.ndarray
+    ) -> tuple[list[Scored], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Scores, and what learning these windows needs: the forecast residuals, the
+        undamped scores and the neighbour distances."""
         config = self.config
         finite = np.isfinite(features).all(axis=1)
         warm = np.flatnonzero(finite & (self.total[rows] >= config.min_history))
         residual = self._forecast_residual(rows, features[:, MEAN])
         qs = np.ones((len(config.members), len(rows)))
+        distances = np.full((len(rows), len(config.neighbour_dims)), np.nan)
         for k, member in enumerate(config.members):
             if member == "ecod":
                 qs[k, warm] = self._ecod_q(rows[warm], features[warm])
+            elif member == "knn":
+                distances[finite] = self._neighbour_distances(rows[finite], features[finite, MEAN])
+                qs[k, warm] = self._neighbour_q(rows[warm], distances[warm])
             else:
                 qs[k, warm] = self._forecast_q(rows[warm], features[warm, MEAN], residual[warm])
-        scores = surprisal_score(combine_tail_probabilities(qs), config.score_decades)
+        raw = surprisal_score(combine_tail_probabilities(qs), config.score_decades)
+        scores = self._at_onset(rows, raw)
         components = np.zeros_like(qs)
         components[:, warm] = confidence(qs[:, warm])
         names = config.members
@@ -204,12 +255,39 @@ class DetectorBank:
             (score, dict(zip(names, parts, strict=True)))
             for score, parts in zip(scores.tolist(), components.T.tolist(), strict=True)
         ]
-        return scored, residual
+        return scored, (residual, raw, distances)
 
     def _ecod_q(self, rows: np.ndarray, features: np.ndarray) -> np.ndarray:
         size = self.fit_size[rows]
         raw = ecod_scores(self.ordered, rows, size, features)
         return np.where(size > 0, self.ecod_table.tail_probability(rows, raw), 1.0)
+
+    def _neighbour_distances(self, rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """(rows, dims): each series' nearest-neighbour distance at each sub-sequence length."""
+        config = self.config
+        length = self.values.shape[1]
+        total = self.total[rows]
+        slots = (total[:, None] - length + np.arange(length)[None, :]) % length
+        history = self.values[rows[:, None], slots].astype(np.float64)
+        return nearest_distances(
+            history, total, mean.astype(np.float64), config.neighbour_dims, config.neighbour_span
+        )
+
+    def _neighbour_q(self, rows: np.ndarray, distances: np.ndarray) -> np.ndarray:
+        """The smaller tail probability of the distances, each against its own history."""
+        qs = np.ones(distances.shape)
+        for k in range(distances.shape[1]):
+            size, threshold, probability, scale = self.distance_tail[rows, k].T
+            qs[:, k] = tail_probability_of(
+                self.distances[rows, k], size, threshold, probability, scale, distances[:, k]
+            )
+        return qs.min(axis=1)
+
+    def _at_onset(self, rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if not self.config.onset_window:
+            return scores
+        before = self.recent_scores[rows].max(axis=1)
+        return np.where(scores > before, scores, scores * self.config.onset_damping)
 
     def _forecast_residual(self, rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
         drift = self.drift[rows]
@@ -229,11 +307,28 @@ class DetectorBank:
         robust = two_sided_normal_tail(z)
         return np.where(mode == ARIMA, arima, np.where(mode == ROBUST_LEVEL, robust, 1.0))
 
-    def _learn(self, rows: np.ndarray, features: np.ndarray, residual: np.ndarray) -> None:
+    def _learn(
+        self,
+        rows: np.ndarray,
+        features: np.ndarray,
+        residual: np.ndarray,
+        scores: np.ndarray,
+        distances: np.ndarray,
+    ) -> None:
         keep = np.isfinite(features).all(axis=1)
         rows, features, residual = rows[keep], features[keep], residual[keep]
+        scores, distances = scores[keep], distances[keep]
         if not len(rows):
             return
+        config = self.config
+        if config.onset_window:
+            self.recent_scores[rows, self.total[rows] % config.onset_window] = scores
+        if "knn" in config.members:
+            self.values[rows, self.total[rows] % self.values.shape[1]] = features[:, MEAN]
+            slot = self.total[rows] % config.neighbour_calibration
+            for k in range(distances.shape[1]):
+                known = np.isfinite(distances[:, k])
+                self.distances[rows[known], k, slot[known]] = distances[known, k]
         mean = features[:, MEAN]
         fitted = self.forecast_mode[rows] == ARIMA
         difference = np.where(np.isnan(self.previous_mean[rows]), 0.0, features[:, -1])
@@ -260,6 +355,13 @@ class DetectorBank:
         if "arima" in config.members and len(arima):
             for group, training in self._training_groups(arima):
                 self._fit_forecast(group, training[:, :, MEAN].astype(np.float64))
+        if "knn" in config.members and len(ecod):
+            for k in range(len(config.neighbour_dims)):
+                sample = self.distances[ecod, k]
+                _, size, threshold, probability, scale = fit_tail(
+                    sample, resolution(np.nan_to_num(sample)), config.tail_fraction
+                )
+                self.distance_tail[ecod, k] = np.stack([size, threshold, probability, scale], 1)
 
     def _training_groups(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """The last ``min(total, history)`` feature rows of each series, oldest first, grouped

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -129,7 +130,7 @@ def default_parts(settings: Settings) -> FlowParts:
     from connectors.background import BackgroundSink
     from connectors.sinks import StoreSink, TelemetryReporter
     from connectors.store import Store
-    from models.detector import build_bank
+    from models.detector import DetectorConfig, build_bank
 
     store = Store.from_settings(settings)
     store.migrate()
@@ -166,7 +167,9 @@ def default_parts(settings: Settings) -> FlowParts:
         windows_sink=windows,
         incidents_sink=incidents,
         dead_letters_sink=dead_letters,
-        detector_factory=build_bank,
+        detector_factory=partial(
+            build_bank, DetectorConfig(members=settings.detector_member_names)
+        ),
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 from incidents.interfaces import BatchDetector, SeriesDetector
 from incidents.schemas import WindowAggregate
 from models.detector import (
+    MEMBERS,
     DetectorBank,
     DetectorConfig,
     SingleSeriesDetector,
@@ -111,7 +112,7 @@ def test_warm_up_components_are_zero() -> None:
     detector = build_detector(DetectorConfig(min_history=10))
     for i in range(9):
         detector.learn_one(point(float(i), i))
-    assert detector.score_components(point(1e6, 9)) == {"ecod": 0.0, "arima": 0.0}
+    assert detector.score_components(point(1e6, 9)) == dict.fromkeys(MEMBERS, 0.0)
     assert detector.score_one(point(1e6, 9)) == 0.0
     detector.learn_one(point(9.0, 9))
     assert detector.learned == 10
@@ -133,7 +134,7 @@ def test_spike_components_name_each_member() -> None:
     detector = build_detector()
     run(values, detector)
     components = detector.score_components(point(float(values[-1]) + 25.0, 400))
-    assert set(components) == {"ecod", "arima"}
+    assert set(components) == set(MEMBERS)
     assert all(0.0 <= c <= 1.0 for c in components.values())
     assert components["arima"] > 0.999
     usual = detector.score_components(point(float(values[-1]), 400))
@@ -197,7 +198,7 @@ def test_score_and_learn_equals_score_one_then_learn_one() -> None:
     combined = [detector.score_and_learn(point(float(v), i)) for i, v in enumerate(values)]
     assert [score for score, _ in combined] == run(values)
     assert detector.learned == 300
-    assert set(combined[250][1]) == {"ecod", "arima"}
+    assert set(combined[250][1]) == set(MEMBERS)
 
 
 def test_components_then_score_matches_a_single_evaluation() -> None:
@@ -224,10 +225,10 @@ def test_non_finite_window_scores_zero_and_is_not_learned() -> None:
     assert learned == 100
     nan_window = point(float("nan"), 100)
     assert detector.score_one(nan_window) == 0.0
-    assert detector.score_components(nan_window) == {"ecod": 0.0, "arima": 0.0}
+    assert detector.score_components(nan_window) == dict.fromkeys(MEMBERS, 0.0)
     assert detector.score_and_learn(point(float("inf"), 100)) == (
         0.0,
-        {"ecod": 0.0, "arima": 0.0},
+        dict.fromkeys(MEMBERS, 0.0),
     )
     detector.learn_one(point(float("inf"), 100))
     detector.learn_one(WindowAggregate(SERIES, "default", 0, 1, 3, 1.0, 0.0, 2.0, math.nan, 1.0))
@@ -454,9 +455,9 @@ def test_pickled_size_stays_bounded() -> None:
     for i in range(300):
         bank.score_batch([w[i] for w in per_series])
     size_at_300 = len(pickle.dumps(bank))
-    # The module documents about 13 KB per series: two float32 (history x features) arrays
-    # (the ring and ECOD's sorted training rows), two calibration samples, some coefficients.
-    assert size_at_300 < 13_500 * count
+    # The module documents about 25 KB per series: ECOD's ring and sorted training rows, two
+    # calibration samples, the knn member's value ring and distance rings, some coefficients.
+    assert size_at_300 < 26_000 * count  # knn keeps 1,020 values + 2 x 1,000 distances
     for i in range(300, 600):
         bank.learn([w[i] for w in per_series])
     assert len(pickle.dumps(bank)) <= size_at_300 + 64
@@ -475,7 +476,7 @@ def test_non_finite_window_in_a_batch_affects_only_its_series() -> None:
         expected = plain.score_batch(batch)
         bad = point(float("nan"), i, "s0")
         got = spoiled.score_batch([bad, *batch, bad])
-        assert got[0] == got[-1] == (0.0, {"ecod": 0.0, "arima": 0.0})
+        assert got[0] == got[-1] == (0.0, dict.fromkeys(MEMBERS, 0.0))
         assert got[1:-1] == expected
     assert spoiled.learned("s0") == plain.learned("s0") == 100
 
@@ -485,7 +486,7 @@ def test_bank_evaluate_of_an_unseen_series_scores_zero_and_adds_no_row() -> None
     bank.score_batch(windows_of(0, 40))
     before = pickle.dumps(bank)
     scored = bank.evaluate([point(1e9, 41, series="never-seen")])
-    assert scored == [(0.0, {"ecod": 0.0, "arima": 0.0})]
+    assert scored == [(0.0, dict.fromkeys(MEMBERS, 0.0))]
     assert len(bank) == 1
     assert pickle.dumps(bank) == before
 

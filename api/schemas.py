@@ -257,3 +257,29 @@ class AdminHealthOut(BaseModel):
     version: str
     uptime_seconds: float
     pipeline: dict[str, float]
+
+
+class ForecastPoint(BaseModel):
+    time: datetime | None
+    mean: float | None
+    lower: float | None
+    upper: float | None
+
+
+class PredictedBreach(BaseModel):
+    limit: float
+    direction: str
+    steps_ahead: int
+    predicted_time: datetime | None
+    forecast_value: float | None
+    probability: float | None
+
+
+class SeriesForecast(BaseModel):
+    series: str
+    method: str
+    level: float
+    horizon: int
+    history_windows: int
+    points: list[ForecastPoint]
+    breach: PredictedBreach | None

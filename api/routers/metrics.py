@@ -36,7 +36,7 @@ def latest_metrics(
     limit: Annotated[int, Query(ge=1, le=MAX_SERIES)] = 100,
 ) -> WindowList:
     """The newest window of every series (optionally of one measurement), ordered by series."""
-    windows = _read(
+    windows = read_windows(
         reader,
         store,
         lambda r: r.latest_windows(principal.tenant, measurement=measurement, limit=limit),
@@ -66,7 +66,7 @@ def metric_history(
     check_interval(since, until)
     start_ns = datetime_to_ns(since) if since else None
     end_ns = datetime_to_ns(until) if until else None
-    windows = _read(
+    windows = read_windows(
         reader,
         store,
         lambda r: r.window_history(principal.tenant, series, start_ns, end_ns, limit),
@@ -76,7 +76,7 @@ def metric_history(
     )
 
 
-def _read(
+def read_windows(
     reader: WindowReader, store: Store, query: Callable[[WindowReader], list[WindowRecord]]
 ) -> list[WindowRecord]:
     if reader is store:

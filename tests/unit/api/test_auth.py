@@ -26,6 +26,7 @@ PROTECTED = [
     ("GET", "/api/v1/metrics", Role.VIEWER),
     ("GET", "/api/v1/metrics/history", Role.VIEWER),
     ("GET", "/api/v1/analytics/anomalies", Role.VIEWER),
+    ("GET", "/api/v1/analytics/forecast", Role.VIEWER),
     ("POST", "/api/v1/admin/users", Role.ADMIN),
     ("GET", "/api/v1/admin/health", Role.ADMIN),
     ("GET", "/api/v1/admin/config", Role.ADMIN),

@@ -243,6 +243,15 @@ def _csv_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.csv") if p.is_file())
 
 
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
 def load_corpus(data_dir: Path, labels_file: Path) -> list[LabelledFile]:
     """Every ``*.csv`` under ``data_dir`` (named by its path relative to it) with its windows.
 
@@ -252,12 +261,7 @@ def load_corpus(data_dir: Path, labels_file: Path) -> list[LabelledFile]:
     data_dir, labels_file = Path(data_dir), Path(labels_file)
     if not data_dir.is_dir():
         raise ValueError(f"data directory {data_dir} does not exist")
-    if not labels_file.is_file():
-        raise ValueError(f"labels file {labels_file} does not exist")
-    try:
-        labels = json.loads(labels_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{labels_file}: not valid JSON ({exc})") from None
+    labels = _read_json(labels_file, "labels file")
     if not isinstance(labels, dict):
         raise ValueError(f"{labels_file}: expected an object of '<category>/<file>.csv' keys")
     paths = _csv_files(data_dir)
@@ -277,12 +281,7 @@ def load_corpus(data_dir: Path, labels_file: Path) -> list[LabelledFile]:
 def load_profiles(path: Path) -> list[Profile]:
     """NAB's ``profiles.json``: ``{name: {"CostMatrix": {"tpWeight", "fpWeight", "fnWeight"}}}``."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"profiles file {path} does not exist")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    raw = _read_json(path, "profiles file")
     if not isinstance(raw, dict) or not raw:
         raise ValueError(f"{path}: expected an object of profiles")
     profiles = []

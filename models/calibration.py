@@ -31,6 +31,10 @@ an exponential extrapolated from it cried wolf right after warm-up; with hundred
 correction fades out."""
 
 TINY = float(np.finfo(np.float64).tiny)
+MAX_TAIL_SHAPE = 0.5
+"""Upper bound of the fitted generalised Pareto shape (0 = exponential tail). Estimated by the
+method of moments from the exceedances: a heavy-tailed sample gets a tail that falls more
+slowly, so a value far beyond its history is not called a one-in-a-billion event too soon."""
 SAMPLE_DTYPE = np.float32
 
 
@@ -47,6 +51,7 @@ class TailTable:
         self.threshold = np.zeros(rows)
         self.threshold_probability = np.ones(rows)
         self.scale = np.ones(rows)
+        self.shape = np.zeros(rows)
 
     @property
     def width(self) -> int:
@@ -63,6 +68,7 @@ class TailTable:
         self.threshold = np.concatenate([self.threshold, np.zeros(extra)])
         self.threshold_probability = np.concatenate([self.threshold_probability, np.ones(extra)])
         self.scale = np.concatenate([self.scale, np.ones(extra)])
+        self.shape = np.concatenate([self.shape, np.zeros(extra)])
 
     def fit(self, rows: np.ndarray, scores: np.ndarray, min_scale: np.ndarray | float) -> None:
         """Calibrate ``rows`` against ``scores`` (one sample per row; non-finite values ignored).
@@ -73,7 +79,9 @@ class TailTable:
         width = np.shape(scores)[1]
         if width > self.width:
             raise ValueError(f"sample of {width} scores exceeds the width {self.width}")
-        values, n, threshold, probability, scale = fit_tail(scores, min_scale, self.tail_fraction)
+        values, n, threshold, probability, scale, shape = fit_tail(
+            scores, min_scale, self.tail_fraction
+        )
         padded = np.full((len(values), self.width), np.nan, dtype=SAMPLE_DTYPE)
         padded[:, : values.shape[1]] = values
         self.sample[rows] = padded
@@ -81,6 +89,7 @@ class TailTable:
         self.threshold[rows] = threshold
         self.threshold_probability[rows] = probability
         self.scale[rows] = scale
+        self.shape[rows] = shape
 
     def tail_probability(self, rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """``P(S >= score)`` in (0, 1] per row; non-finite scores and unfitted rows give 1.0."""
@@ -90,22 +99,23 @@ class TailTable:
             self.threshold[rows],
             self.threshold_probability[rows],
             self.scale[rows],
+            self.shape[rows],
             scores,
         )
 
     def head(self, rows: int) -> TailTable:
         """A copy of the first ``rows`` rows (for compact snapshots)."""
         copy = TailTable(0, self.width, self.tail_fraction)
-        for name in ("sample", "size", "threshold", "threshold_probability", "scale"):
+        for name in ("sample", "size", "threshold", "threshold_probability", "scale", "shape"):
             setattr(copy, name, getattr(self, name)[:rows].copy())
         return copy
 
 
 def fit_tail(
     scores: np.ndarray, min_scale: np.ndarray | float, tail_fraction: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row of ``scores`` (non-finite values ignored): the sorted float32 sample (NaN last),
-    its size, the tail threshold, the probability of reaching it and the tail's scale."""
+    its size, the tail threshold, the probability of reaching it, the tail's scale and shape."""
     values = np.asarray(scores, dtype=np.float64)
     values = np.where(np.isfinite(values), values, np.nan).astype(SAMPLE_DTYPE)
     values = np.sort(values, axis=1)
@@ -116,11 +126,18 @@ def fit_tail(
     with np.errstate(invalid="ignore"):
         above = values > threshold[:, None]
         excess = np.where(above, values - threshold[:, None], 0.0).sum(axis=1)
+        squares = np.where(above, (values - threshold[:, None]) ** 2, 0.0).sum(axis=1)
     exceedances = above.sum(axis=1)
-    mean_excess = excess / np.maximum(exceedances, 1)
-    shrinkage = 1.0 + SMALL_SAMPLE_EXCEEDANCES / np.maximum(exceedances, 1)
-    scale = np.maximum(np.maximum(mean_excess * shrinkage, min_scale), TINY)
-    return values, n, threshold, _empirical_survival(values, n, threshold), scale
+    count = np.maximum(exceedances, 1)
+    mean_excess = excess / count
+    variance = np.maximum(squares / count - mean_excess**2, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(variance > 0, mean_excess**2 / variance, np.inf)
+    shape = np.where(exceedances >= 2, np.clip(0.5 * (1.0 - ratio), 0.0, MAX_TAIL_SHAPE), 0.0)
+    shrinkage = 1.0 + SMALL_SAMPLE_EXCEEDANCES / count
+    scale = np.maximum(np.maximum(mean_excess * (1.0 - shape) * shrinkage, min_scale), TINY)
+    survival = _empirical_survival(values, n, threshold)
+    return values, n, threshold, survival, scale, shape
 
 
 def tail_probability_of(
@@ -129,14 +146,18 @@ def tail_probability_of(
     threshold: np.ndarray,
     threshold_probability: np.ndarray,
     scale: np.ndarray,
+    shape: np.ndarray,
     scores: np.ndarray,
 ) -> np.ndarray:
-    """``P(S >= score)`` from a sample (any order, NaN ignored) and fitted tail parameters;
-    non-finite scores and empty samples give 1.0."""
+    """``P(S >= score)`` from a sample (any order, NaN ignored) and fitted tail parameters
+    (generalised Pareto beyond the threshold; shape 0 is exponential); non-finite scores and
+    empty samples give 1.0."""
     scores = np.asarray(scores, dtype=np.float64)
     body = _empirical_survival(sample, n, scores)
-    with np.errstate(over="ignore", invalid="ignore"):
-        tail = threshold_probability * np.exp(-(scores - threshold) / scale)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        excess = (scores - threshold) / scale
+        heavy = np.power(1.0 + shape * excess, -1.0 / np.where(shape > 0, shape, 1.0))
+        tail = threshold_probability * np.where(shape > 0, heavy, np.exp(-excess))
     q = np.where(scores <= threshold, body, tail)
     return np.where(np.isfinite(scores) & (n > 0), q, 1.0)
 

@@ -180,8 +180,8 @@ class DetectorBank:
         self.values = np.zeros((rows, span), dtype=FEATURE_DTYPE)
         calibration = config.neighbour_calibration if knn else 0
         self.distances = np.full((rows, dims, calibration), np.nan, dtype=FEATURE_DTYPE)
-        # per dim: sample size, threshold, its probability, scale (models.calibration.fit_tail)
-        self.distance_tail = np.zeros((rows, dims, 4))
+        # per dim: sample size, threshold, its probability, scale, shape (calibration.fit_tail)
+        self.distance_tail = np.zeros((rows, dims, 5))
         self.recent_scores = np.zeros((rows, config.onset_window), dtype=FEATURE_DTYPE)
         fraction = self.config.tail_fraction
         self.ecod_table = TailTable(rows, history, fraction)
@@ -277,9 +277,9 @@ class DetectorBank:
         """The smaller tail probability of the distances, each against its own history."""
         qs = np.ones(distances.shape)
         for k in range(distances.shape[1]):
-            size, threshold, probability, scale = self.distance_tail[rows, k].T
+            size, threshold, probability, scale, shape = self.distance_tail[rows, k].T
             qs[:, k] = tail_probability_of(
-                self.distances[rows, k], size, threshold, probability, scale, distances[:, k]
+                self.distances[rows, k], size, threshold, probability, scale, shape, distances[:, k]
             )
         return qs.min(axis=1)
 
@@ -358,10 +358,11 @@ class DetectorBank:
         if "knn" in config.members and len(ecod):
             for k in range(len(config.neighbour_dims)):
                 sample = self.distances[ecod, k]
-                _, size, threshold, probability, scale = fit_tail(
+                _, size, threshold, probability, scale, shape = fit_tail(
                     sample, resolution(np.nan_to_num(sample)), config.tail_fraction
                 )
-                self.distance_tail[ecod, k] = np.stack([size, threshold, probability, scale], 1)
+                tail = np.stack([size, threshold, probability, scale, shape], 1)
+                self.distance_tail[ecod, k] = tail
 
     def _training_groups(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """The last ``min(total, history)`` feature rows of each series, oldest first, grouped

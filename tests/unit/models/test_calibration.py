@@ -7,6 +7,7 @@ import pytest
 
 from models.calibration import (
     DEFAULT_TAIL_FRACTION,
+    MAX_TAIL_SHAPE,
     SMALL_SAMPLE_EXCEEDANCES,
     TailTable,
     combine_tail_probabilities,
@@ -39,8 +40,14 @@ def reference_q(sample: np.ndarray, score: float, min_scale: float) -> float:
     cut = max(math.ceil((1.0 - DEFAULT_TAIL_FRACTION) * n) - 1, 0)
     threshold = values[cut]
     excess = [v - threshold for v in values if v > threshold]
-    mean_excess = sum(excess) / len(excess) if excess else 0.0
-    scale = max(mean_excess * (1.0 + SMALL_SAMPLE_EXCEEDANCES / max(len(excess), 1)), min_scale)
+    k = len(excess)
+    mean_excess = sum(excess) / k if excess else 0.0
+    variance = sum(e * e for e in excess) / k - mean_excess**2 if excess else 0.0
+    shape = 0.0
+    if k >= 2 and variance > 0:  # generalised Pareto shape by the method of moments
+        shape = min(max(0.5 * (1.0 - mean_excess**2 / variance), 0.0), MAX_TAIL_SHAPE)
+    shrinkage = 1.0 + SMALL_SAMPLE_EXCEEDANCES / max(k, 1)
+    scale = max(mean_excess * (1.0 - shape) * shrinkage, min_scale)
 
     def survival(s: float) -> float:
         s32 = float(np.float32(s))
@@ -48,7 +55,9 @@ def reference_q(sample: np.ndarray, score: float, min_scale: float) -> float:
 
     if score <= threshold:
         return survival(score)
-    return survival(threshold) * math.exp(-(score - threshold) / scale)
+    z = (score - threshold) / scale
+    tail = (1.0 + shape * z) ** (-1.0 / shape) if shape > 0 else math.exp(-z)
+    return survival(threshold) * tail
 
 
 def test_body_is_the_conformal_empirical_survival() -> None:
@@ -208,3 +217,15 @@ def test_bonferroni_combination_over_members() -> None:
     three = np.array([[0.1], [0.2], [0.001]])
     assert combine_tail_probabilities(three) == pytest.approx([0.003])
     assert combine_tail_probabilities(np.ones((0, 4))).tolist() == [1.0] * 4
+
+
+def test_a_heavy_tailed_sample_gets_a_slower_tail_than_a_light_one() -> None:
+    rng = np.random.default_rng(11)
+    light = rng.exponential(size=1000)
+    heavy = rng.pareto(2.5, size=1000)
+    table = fitted([light, heavy], width=1000)
+    assert table.shape[0] == pytest.approx(0.0, abs=0.1)
+    assert table.shape[1] > 0.15
+    far = np.array([20.0 * light.std(), 20.0 * heavy.std()])
+    q = table.tail_probability(np.array([0, 1]), far)
+    assert q[1] > 100 * q[0]  # same distance in standard deviations, far less surprising

@@ -14,6 +14,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+SERVICE_VARIABLES = (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_METRICS_TOPIC",
+    "KAFKA_DLQ_TOPIC",
+    "KAFKA_INCIDENTS_TOPIC",
+    "INFLUX_URL",
+    "INFLUX_TOKEN",
+    "INFLUX_ORG",
+    "INFLUX_BUCKET",
+    "DATABASE_URL",
+)
+"""What ``./deploy.sh services env`` sets for the real services (contract 3 of ARCHITECTURE.md)."""
+
 
 @dataclass
 class ProductRun:

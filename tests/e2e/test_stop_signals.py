@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import SERVICE_VARIABLES, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -20,11 +20,7 @@ def _ignore_sigint() -> None:
 
 def test_sigterm_stops_api_and_dataflow_even_with_sigint_ignored(tmp_path):
     port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("KAFKA_", "INFLUX_", "DATABASE_URL"))
-    }
+    env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
     env.update(API_PORT=str(port), PYTHONUNBUFFERED="1")
     log = (tmp_path / "run.log").open("w")
     proc = subprocess.Popen(

@@ -18,18 +18,9 @@ from typing import NoReturn
 
 import pytest
 
+from tests.conftest import SERVICE_VARIABLES
+
 HINT = 'start them with ./deploy.sh services up, then eval "$(./deploy.sh services env)"'
-SERVICE_VARIABLES = (
-    "KAFKA_BOOTSTRAP_SERVERS",
-    "KAFKA_METRICS_TOPIC",
-    "KAFKA_DLQ_TOPIC",
-    "KAFKA_INCIDENTS_TOPIC",
-    "INFLUX_URL",
-    "INFLUX_TOKEN",
-    "INFLUX_ORG",
-    "INFLUX_BUCKET",
-    "DATABASE_URL",
-)
 KAFKA_ANSWER_WITHIN_S = 20.0
 """How long a Kafka that is being restarted (by another test run) may take to answer."""
 

@@ -3,21 +3,12 @@ integration tests, and a unit test must not start reading from Kafka or InfluxDB
 
 import pytest
 
-SERVICE_VARIABLES = (
-    "DATABASE_URL",
-    "KAFKA_BOOTSTRAP_SERVERS",
-    "KAFKA_METRICS_TOPIC",
-    "KAFKA_DLQ_TOPIC",
-    "KAFKA_INCIDENTS_TOPIC",
-    "INFLUX_URL",
-    "INFLUX_TOKEN",
-    "INFLUX_ORG",
-    "INFLUX_BUCKET",
-    "ENVIRONMENT",
-)
+from tests.conftest import SERVICE_VARIABLES
+
+SCRUBBED = (*SERVICE_VARIABLES, "ENVIRONMENT")
 
 
 @pytest.fixture(autouse=True)
 def _no_service_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in SERVICE_VARIABLES:
+    for name in SCRUBBED:
         monkeypatch.delenv(name, raising=False)

@@ -533,6 +533,8 @@ def _json_timestamp(value: Any, default_ts: int) -> int:
         timestamp = value * 1_000_000_000
     elif value - value != 0.0:
         raise _Invalid("'timestamp' is not finite")
+    elif abs(value) >= MAX_TIMESTAMP_NS / 1e9:
+        return _checked_timestamp(MAX_TIMESTAMP_NS, value)
     else:
         # Rounded to microseconds: a double near 1.7e9 s cannot carry more, and this keeps
         # 1700000000.123 at ...123000000 ns instead of ...122999906 ns.

@@ -377,6 +377,8 @@ INVALID_METRICS = [
     ("timestamp string", metric(timestamp="now"), "'timestamp'"),
     ("timestamp bool", metric(timestamp=True), "'timestamp'"),
     ("timestamp too large", metric(timestamp=10**12), "outside the supported range"),
+    ("timestamp float near max", metric(timestamp=1.797e302), "outside the supported range"),
+    ("timestamp float below", metric(timestamp=-1e300), "outside the supported range"),
 ]
 
 

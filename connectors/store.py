@@ -499,6 +499,13 @@ def _detected_kind(update: IncidentUpdate) -> IncidentKind:
         return IncidentKind.DETECTED
 
 
+def _prediction_came_true(incident: Incident, update: IncidentUpdate) -> bool:
+    """A predicted incident whose builder now reports the limit reached (``kind: detected``)."""
+    return (
+        incident.kind is IncidentKind.PREDICTED and _detected_kind(update) is IncidentKind.DETECTED
+    )
+
+
 def _score_values(incident: Incident, update: IncidentUpdate) -> dict[str, Any]:
     """Changes of an UPDATED/OPENED step to an open incident: severity and peak only go up."""
     end = ns_to_datetime(update.window_end_ns)
@@ -782,11 +789,16 @@ class Store:
         values = _score_values(current, update)
         values["applied_until_ns"] = update.window_end_ns
         entry_type = TimelineType.SCORE_UPDATED
+        details = _update_details(update)
         if kind is IncidentEventType.OPENED:
             values["repeat_count"] = current.repeat_count + 1
             entry_type = TimelineType.REPEATED
+        elif _prediction_came_true(current, update):
+            values.update(kind=IncidentKind.DETECTED, title=update.title)
+            entry_type = TimelineType.BREACHED
+            details["kind"] = str(IncidentKind.DETECTED)
         incident = self._update(conn, current, values, now)
-        self._add_timeline(conn, incident, entry_type, AUTO_ACTOR, _update_details(update), now)
+        self._add_timeline(conn, incident, entry_type, AUTO_ACTOR, details, now)
         return incident
 
     def _insert_detected(self, conn: Connection, update: IncidentUpdate, now: datetime) -> Incident:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from incidents.prediction import ForecastLimit, parse_forecast_limits
+
 Environment = Literal["local", "development", "staging", "production", "test"]
 
 DEFAULT_SEVERITY_THRESHOLDS: dict[str, float] = {
@@ -52,6 +54,10 @@ class Settings(BaseSettings):
     severity_thresholds: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_SEVERITY_THRESHOLDS)
     )
+    forecast_limits: str = ""
+    """Predicted incidents: ``measurement.field>value`` / ``<value``, comma-separated."""
+    forecast_horizon_windows: int = Field(default=60, ge=1, le=10_000)
+    forecast_level: float = Field(default=0.95, gt=0.0, lt=1.0)
 
     secret_key: SecretStr | None = None
     jwt_secret: SecretStr | None = None
@@ -98,6 +104,16 @@ class Settings(BaseSettings):
     @property
     def detector_member_names(self) -> tuple[str, ...]:
         return tuple(self.detector_members.split(","))
+
+    @field_validator("forecast_limits")
+    @classmethod
+    def _valid_limits(cls, value: str) -> str:
+        parse_forecast_limits(value)
+        return value
+
+    @property
+    def forecast_limit_rules(self) -> tuple[ForecastLimit, ...]:
+        return parse_forecast_limits(self.forecast_limits)
 
     @field_validator("log_level")
     @classmethod

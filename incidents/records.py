@@ -72,6 +72,8 @@ class TimelineType(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
     REOPENED = "reopened"
+    BREACHED = "breached"
+    """A predicted incident's limit was reached: it became a detected incident."""
 
 
 @dataclass(slots=True)

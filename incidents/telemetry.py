@@ -10,7 +10,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-COUNTER_NAMES = ("points", "dead_letters", "late_points", "windows", "anomalies", "incidents")
+COUNTER_NAMES = (
+    "points",
+    "dead_letters",
+    "late_points",
+    "windows",
+    "anomalies",
+    "incidents",
+    "predicted_incidents",
+)
 
 
 class PipelineCounters:

@@ -40,6 +40,13 @@ spread of the first differences) so that the optimiser sees unit-scale data what
 units. Observations are assumed evenly spaced: a missing window should be passed as NaN (it is
 skipped by the filter and keeps the seasonal phase).
 
+**Outliers and breaks**: an observation more than ``BREAK_SIGMAS`` standard deviations off its
+one-step forecast is an outlier: the filter treats it as missing (one spike does not drag the
+state, and the forecasts after it, along). ``BREAK_RUN`` outliers in a row are a structural
+break: they restart the model from the first of them (a fitted trend with an
+MA coefficient near -1 would otherwise hardly move after a level shift); until ``min_fit``
+observations follow, the forecast is the drift fallback over the observations since the break.
+
 Data never raises: NaN and infinite values are missing observations; when there is no usable
 ARIMA (fewer than ``min_fit`` finite values, a constant history, a failed fit) the forecast is
 the random walk with drift (``method="drift"``; a constant series gets a zero-width interval),
@@ -66,6 +73,11 @@ DRIFT, ARIMA, NONE = "drift", "arima", "none"
 Direction = Literal["above", "below"]
 STEP_SAMPLES = 16
 """How many recent timestamp differences give the step of the forecast times (their median)."""
+BREAK_SIGMAS = 6.0
+BREAK_RUN = 3
+"""``BREAK_RUN`` observations in a row this many standard deviations off the one-step forecast
+are a structural break (a disk cleaned up, a service redeployed): the history before them is
+forgotten and the order selected afresh once ``min_fit`` observations follow the break."""
 
 _blas: ThreadpoolController | None = None
 
@@ -393,6 +405,11 @@ class _Filter:
             p = self.transition @ p @ self.transition.T + self.disturbance
         return mean, cov
 
+    def one_step_error(self, z: float) -> tuple[float, float]:
+        """The error of the one-step forecast of ``z`` and that forecast's variance."""
+        pz = self.covariance @ self.design
+        return z - float(self.design @ self.state), float(self.design @ pz) + self.obs_variance
+
     def healthy(self) -> bool:
         return bool(np.isfinite(self.state).all() and np.isfinite(self.covariance).all())
 
@@ -419,6 +436,8 @@ class FitStats:
     """SARIMAX maximum-likelihood fits, selection grids included."""
     refits: int = 0
     refit_seconds: float = 0.0
+    breaks: int = 0
+    """Structural breaks that restarted the model (see ``BREAK_SIGMAS``)."""
     last_error: str | None = field(default=None)
 
 
@@ -445,6 +464,8 @@ class SeriesForecaster:
         self._selected_on = 0
         self._period = 0
         self._next_fit_at = self.config.min_fit
+        self._origin = 0  # the first observation the history holds since the last break
+        self._off_run = 0  # observations in a row far off their one-step forecast
 
     # --- observations ---------------------------------------------------------------------
 
@@ -479,25 +500,56 @@ class SeriesForecaster:
         """The observation number of the current fit window's first value."""
         return None if self._fit is None else self._fit.start
 
+    @property
+    def history_length(self) -> int:
+        """Observations in the history: at most ``history``, fewer after a start or a break."""
+        return min(self._count - self._origin, self.config.history)
+
     def window(self) -> np.ndarray:
         """The stored history, oldest first (at most ``history`` values, NaN = missing)."""
-        n = min(self._count, self.config.history)
+        n = self.history_length
         head = self._count % self.config.history
-        if n < self.config.history:
-            return self._values[:n].copy()
-        return np.concatenate([self._values[head:], self._values[:head]])
+        if self._count < self.config.history:
+            return self._values[self._count - n : self._count].copy()
+        ring = np.concatenate([self._values[head:], self._values[:head]])
+        return ring[len(ring) - n :]
 
     def update(self, value: float, time: float | None = None) -> None:
         """Learn one observation (NaN/inf = missing); refit or select when due."""
         self._push(_as_float(value), time)
         fit = self._fit
         if fit is not None:
-            fit.filter.step(self._latest_z(fit))
-            if not fit.filter.healthy():
-                self._fit = None
-                self._next_fit_at = self._count
+            z = self._latest_z(fit)
+            if self._is_far_off(fit.filter, z):
+                if self._off_run >= BREAK_RUN:
+                    self._restart_at(self._count - BREAK_RUN)
+                else:
+                    fit.filter.step(math.nan)  # an outlier, until a run of them is a break
+            else:
+                fit.filter.step(z)
+                if not fit.filter.healthy():
+                    self._fit = None
+                    self._next_fit_at = self._count
         if self._count >= self._next_fit_at:
             self._refit()
+
+    def _is_far_off(self, fitted: _Filter, z: float) -> bool:
+        """Whether ``z`` lies more than ``BREAK_SIGMAS`` off its one-step forecast (counted)."""
+        if not math.isfinite(z):
+            return False
+        error, variance = fitted.one_step_error(z)
+        far = variance > 0.0 and error * error > BREAK_SIGMAS * BREAK_SIGMAS * variance
+        self._off_run = self._off_run + 1 if far else 0
+        return far
+
+    def _restart_at(self, number: int) -> None:
+        """Forget the fit and every observation before ``number``."""
+        self._origin = number
+        self._off_run = 0
+        self._fit = None
+        self._selected_on = 0
+        self._next_fit_at = number + self.config.min_fit
+        self.stats.breaks += 1
 
     def extend(self, values: Iterable[float], times: Iterable[float] | None = None) -> None:
         if times is None:
@@ -558,7 +610,7 @@ class SeriesForecaster:
         full = len(window) >= config.history
         self._next_fit_at = self._count + config.refit_every
         if not full:
-            self._next_fit_at = min(self._next_fit_at, config.history)
+            self._next_fit_at = min(self._next_fit_at, self._origin + config.history)
         finite = np.isfinite(window)
         if finite.sum() < config.min_fit or not np.ptp(window[finite]) > 0.0:
             return

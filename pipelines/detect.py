@@ -9,7 +9,8 @@ the flow is::
 
     metrics_in -> parse_and_combine -> split_dead_letters -> dead_letters_out
                                     \\-> windows -> detect -> incident_builder -> incidents_out
-                                                         \\-> windows_out
+                                               |         \\-> windows_out            /
+                                               \\-> forecast_limits (FORECAST_LIMITS) -/
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import gc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -38,6 +40,9 @@ from pipelines.operators import (
     is_dead_letter,
     restore,
 )
+
+if TYPE_CHECKING:
+    from pipelines.predict import LimitForecasts
 
 DEFAULT_SHARDS = 64
 SIMULATOR_BACKFILL_S = 7200.0
@@ -108,8 +113,31 @@ def build_detection_flow(
             restore(snapshot, lambda: _incident_builder(settings)), counters
         ),
     )
+    limits = settings.forecast_limit_rules
+    if limits:
+        from pipelines.predict import ForecastLogic
+
+        predicted = op.stateful(
+            "forecast_limits",
+            closed,
+            lambda snapshot: ForecastLogic(
+                restore(snapshot, lambda: _limit_forecasts(settings)), counters
+            ),
+        )
+        updates = op.merge("detected_and_predicted", updates, predicted)
     _output_all("incidents_out", updates, parts.incidents_sink)
     return flow
+
+
+def _limit_forecasts(settings: Settings) -> LimitForecasts:
+    from pipelines.predict import LimitForecasts
+
+    return LimitForecasts(
+        settings.forecast_limit_rules,
+        horizon=settings.forecast_horizon_windows,
+        level=settings.forecast_level,
+        resolve_after_windows=settings.resolve_after_windows,
+    )
 
 
 def _incident_builder(settings: Settings) -> IncidentBuilder:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from connectors.store import IncidentConflict, Store, components_json, finite, metadata
 from incidents.config import DEFAULT_SEVERITY_THRESHOLDS
 from incidents.lifecycle import IncidentBuilder, detected_fingerprint
+from incidents.prediction import ForecastLimit, PredictedBreach, PredictionBuilder
 from incidents.records import (
     IncidentEvent,
     IncidentQuery,
@@ -256,6 +257,40 @@ def test_builder_updates_open_update_and_auto_resolve(store):
         TimelineType.SCORE_UPDATED,
         TimelineType.RESOLVED,
     ]
+
+
+def test_a_predicted_incident_that_comes_true_becomes_detected(store):
+    limit = ForecastLimit("disk", "used_percent", "above", 95.0)
+    builder = PredictionBuilder(resolve_after_windows=1)
+    disk = "disk,host=web-1 used_percent"
+
+    def disk_window(i: int, mean: float) -> WindowAggregate:
+        return WindowAggregate(disk, "acme", i * W, (i + 1) * W, 6, mean, mean, mean, 0.0, mean)
+
+    breach = PredictedBreach(3, 5 * W, 94.0, 95.2, 0.4, 0.5)
+    opened = builder.step(disk_window(1, 90.0), limit, breach)
+    store.apply_incident_updates([opened])
+    (predicted,) = all_incidents(store, kind=IncidentKind.PREDICTED)
+    assert predicted.title == "Predicted disk.used_percent > 95 on web-1"
+    assert predicted.metadata["predicted_breach_time"] == ns_to_datetime(5 * W).isoformat()
+    assert predicted.status is IncidentStatus.OPEN
+    store.apply_incident_updates([builder.step(disk_window(5, 96.0), limit, None)])
+    assert all_incidents(store, kind=IncidentKind.PREDICTED) == []
+    (real,) = all_incidents(store, kind=IncidentKind.DETECTED)
+    assert real.id == predicted.id
+    assert real.title == "disk.used_percent > 95 on web-1"
+    assert real.severity is Severity.CRITICAL
+    store.apply_incident_updates([builder.step(disk_window(6, 50.0), limit, None)])
+    (resolved,) = all_incidents(store)
+    assert resolved.status is IncidentStatus.RESOLVED
+    assert resolved.resolution == "back within disk.used_percent > 95 for 1 windows"
+    entries = store.timeline("acme", resolved.id)
+    assert [e.type for e in entries] == [
+        TimelineType.CREATED,
+        TimelineType.BREACHED,
+        TimelineType.RESOLVED,
+    ]
+    assert entries[0].details["kind"] == "predicted"
 
 
 def test_replaying_updates_changes_nothing(store):

@@ -239,6 +239,36 @@ def test_state_stays_bounded() -> None:
     np.testing.assert_array_equal(clone.forecast(4).mean, forecaster.forecast(4).mean)
 
 
+def test_a_level_break_restarts_the_model_on_the_data_after_it() -> None:
+    config = ForecasterConfig(history=200, refit_every=50, min_fit=40, **SMALL_GRID)
+    rng = np.random.default_rng(21)
+    trend = 70.0 + 0.2 * np.arange(300) + rng.normal(0.0, 0.15, 300)
+    after = ar1(80, 0.5, 40.0, 0.5, seed=22)
+    forecaster = SeriesForecaster(config)
+    forecaster.extend(trend)
+    assert forecaster.stats.breaks == 0 and forecaster.method == ARIMA
+    forecaster.extend(after[:3])
+    assert forecaster.stats.breaks == 1
+    np.testing.assert_array_equal(forecaster.window(), after[:3])
+    assert forecaster.method == DRIFT
+    assert abs(forecaster.forecast(1).mean[0] - after[2]) < 5.0
+    forecaster.extend(after[3:])
+    assert forecaster.history_length == 80
+    assert forecaster.method == ARIMA
+    assert abs(forecaster.forecast(1).mean[0] - 40.0) < 3.0
+    assert forecaster.stats.breaks == 1
+
+
+def test_single_outliers_are_no_break() -> None:
+    config = ForecasterConfig(history=200, refit_every=50, min_fit=40, **SMALL_GRID)
+    y = ar1(400, 0.5, 10.0, 1.0, seed=23)
+    y[[100, 150, 151, 300]] += 50.0
+    forecaster = SeriesForecaster(config)
+    forecaster.extend(y)
+    assert forecaster.stats.breaks == 0
+    assert forecaster.history_length == 200
+
+
 # --- awkward data ------------------------------------------------------------------------------
 
 

@@ -4,6 +4,10 @@ Every series follows ``base + daily sine + shorter cycle + Gaussian noise``; aft
 event time one anomaly (spike, level shift, flatline or drift) starts every ``anomaly_every_s`` on
 a random series, and is recorded in :attr:`MetricsSimulator.injected`.
 
+With ``filling_disks=n`` the root disks of the first ``n`` hosts fill up instead: ``used_percent``
+climbs steadily from ``FILL_FROM`` to ``FILL_TO`` over ``FILL_CYCLE_S`` and drops back (a
+cleanup), again and again: the scenario of a predicted incident (``FORECAST_LIMITS``).
+
 Generation is pure and random-access: tick ``k`` depends only on the constructor arguments and
 ``k`` (noise and anomalies come from generators seeded with ``(seed, k)``), so a simulator rebuilt
 with ``start_tick=k`` continues exactly where another one stopped. Nothing here sleeps; pacing is
@@ -16,7 +20,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from incidents.parsing import format_key
 from incidents.schemas import TENANT_TAG, Tags, series_key
@@ -26,6 +30,13 @@ DAY_S = 86_400.0
 ANOMALY_KINDS: tuple[str, ...] = ("spike", "level_shift", "flatline", "drift")
 SERVICES: tuple[str, ...] = ("api", "web", "auth", "search", "billing", "checkout")
 DEFAULT_BACKFILL_S = 7_200.0
+FILL_FROM, FILL_TO = 55.0, 98.0
+FILL_CYCLE_S = 14_400.0
+FILL_LEAD_S = 1_800.0
+"""The fill is this far into its cycle at the simulator's start: with the default two hours of
+backfill, a live run starts with the disk at about 82 % and reaches 95 % about 73 minutes of event
+time later."""
+FILL_SIGMA = 0.15
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,12 @@ def _profile_numbers(
     return base, 0.2 * base, 0.05 * base, 0.06 * base
 
 
+def _root_disks(profiles: Sequence[SeriesProfile]) -> list[int]:
+    return [
+        i for i, p in enumerate(profiles) if p.measurement == "disk" and p.field == "used_percent"
+    ]
+
+
 def _rng(seed: int, *purpose: object) -> random.Random:
     """An independent, reproducible stream per purpose (simulation only, not for secrets)."""
     return random.Random(":".join(map(str, (seed, *purpose))))  # noqa: S311  # nosec B311
@@ -225,8 +242,11 @@ class MetricsSimulator:
         tenants: Sequence[str] = ("default",),
         lines_per_message: int = 50,
         start_tick: int = 0,
+        filling_disks: int = 0,
     ) -> None:
         """``anomaly_every_s <= 0`` disables anomalies; ``start_tick`` resumes a run mid-way."""
+        if not 0 <= filling_disks <= hosts:
+            raise ValueError(f"filling_disks must be in 0..hosts, got {filling_disks}")
         if hosts < 1:
             raise ValueError(f"hosts must be at least 1, got {hosts}")
         if not interval_s > 0:
@@ -248,6 +268,13 @@ class MetricsSimulator:
         self._warmup_ns = round(warmup_s * NS_PER_S)
         self._kind_offset = _rng(seed, "kinds").randrange(len(ANOMALY_KINDS))
         self._profiles, self._lines = _build_series(hosts, tuple(tenants), seed)
+        self._filling = _root_disks(self._profiles)[:filling_disks]
+        if self._filling:
+            fill_start = min(self._profiles[i].base for i in self._filling)
+            self._profiles = [
+                replace(p, base=fill_start) if i in self._filling else p
+                for i, p in enumerate(self._profiles)
+            ]
         self._tick = start_tick
         self._next_anomaly = 0
         self._active: list[_Anomaly] = []
@@ -336,6 +363,8 @@ class MetricsSimulator:
         rng = _rng(self.seed, "noise", tick)
         gauss = rng.gauss
         values = [p.seasonal(t_s) + gauss(0.0, p.sigma) for p in self._profiles]
+        for index in self._filling:
+            values[index] = self._fill_level(t_s) + gauss(0.0, FILL_SIGMA)
         for anomaly in self._active:
             if anomaly.start_tick <= tick < anomaly.start_tick + anomaly.ticks:
                 profile = self._profiles[anomaly.series_index]
@@ -344,6 +373,15 @@ class MetricsSimulator:
                 else:
                     values[anomaly.series_index] += anomaly.offset(tick, profile.sigma)
         return [p.clamp(v) for p, v in zip(self._profiles, values, strict=True)]
+
+    def _fill_level(self, t_s: float) -> float:
+        position = (t_s - self.start_ns / NS_PER_S + FILL_LEAD_S) % FILL_CYCLE_S
+        return FILL_FROM + (FILL_TO - FILL_FROM) * position / FILL_CYCLE_S
+
+    @property
+    def filling_series(self) -> list[str]:
+        """The series of the disks that fill up (see ``filling_disks``)."""
+        return [self._profiles[i].series for i in self._filling]
 
     def tick(self) -> list[bytes]:
         """All series' points of the next interval as line-protocol messages, then advance."""

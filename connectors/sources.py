@@ -50,6 +50,7 @@ class SimulatorParams:
     warmup_s: float = 1800.0
     tenants: tuple[str, ...] = ("default",)
     lines_per_message: int = 50
+    filling_disks: int = 0
 
     def build(self, start_ns: int, start_tick: int) -> MetricsSimulator:
         return MetricsSimulator(
@@ -63,6 +64,7 @@ class SimulatorParams:
             tenants=self.tenants,
             lines_per_message=self.lines_per_message,
             start_tick=start_tick,
+            filling_disks=self.filling_disks,
         )
 
 
@@ -156,6 +158,7 @@ class SimulatorSource(FixedPartitionedSource[bytes, SimulatorState]):
         max_ticks: int | None = None,
         batch_messages: int = 64,
         clock: Clock = time.time_ns,
+        filling_disks: int = 0,
     ) -> None:
         if backfill_s < 0:
             raise ValueError(f"backfill_s must not be negative, got {backfill_s}")
@@ -172,6 +175,7 @@ class SimulatorSource(FixedPartitionedSource[bytes, SimulatorState]):
             warmup_s=warmup_s,
             tenants=tuple(tenants),
             lines_per_message=lines_per_message,
+            filling_disks=filling_disks,
         )
         self.params.build(start_ns=0, start_tick=0)  # fail fast on bad parameters
         self.speed = speed

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     severity_thresholds: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_SEVERITY_THRESHOLDS)
     )
-    forecast_limits: str = ""
+    forecast_limits: str = "disk.used_percent>95"
     """Predicted incidents: ``measurement.field>value`` / ``<value``, comma-separated."""
     forecast_horizon_windows: int = Field(default=60, ge=1, le=10_000)
     forecast_level: float = Field(default=0.95, gt=0.0, lt=1.0)
@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     simulator_hosts: int = Field(default=8, ge=1, le=100_000)
     simulator_speed: float = Field(default=60.0, gt=0.0)
     simulator_seed: int = 7
+    simulator_filling_disks: int = Field(default=1, ge=0, le=100_000)
+    """Hosts whose root disk fills up and is cleaned, again and again (predicted incidents)."""
     replay_file: str | None = None
 
     max_request_bytes: int = Field(default=1_000_000, ge=1_024)

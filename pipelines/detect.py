@@ -222,6 +222,7 @@ def metrics_source(settings: Settings) -> Source:
         speed=settings.simulator_speed,
         backfill_s=max(SIMULATOR_BACKFILL_S, warmup_s + 1200),
         warmup_s=warmup_s,
+        filling_disks=min(settings.simulator_filling_disks, settings.simulator_hosts),
     )
 
 

@@ -60,6 +60,10 @@ class LimitForecasts:
         self._limit_of: dict[str, ForecastLimit | None] = {}
         """Per series seen, its limit: most series have none, and this spares parsing the key."""
 
+    def __getstate__(self) -> dict[str, object]:
+        """The snapshot leaves the limit cache out: it holds every series of the shard."""
+        return {**self.__dict__, "_limit_of": {}}
+
     def step(self, windows: Sequence[WindowAggregate]) -> list[IncidentUpdate]:
         updates: list[IncidentUpdate] = []
         for aggregate in windows:

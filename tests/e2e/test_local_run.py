@@ -7,6 +7,7 @@ real process tree on a free port, then talks to it over HTTP only.
 import os
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -64,7 +65,9 @@ def test_simulated_anomalies_become_incidents_within_60_seconds(local_run):
     deadline = local_run["api_up_at"] + INCIDENT_DEADLINE_S
     body = {}
     while time.monotonic() < deadline:
-        body = httpx.get(f"{local_run['base']}/api/v1/incidents", headers=headers).json()
+        body = httpx.get(
+            f"{local_run['base']}/api/v1/incidents", params={"kind": "detected"}, headers=headers
+        ).json()
         if body.get("total", 0) > 0:
             break
         time.sleep(1)
@@ -74,6 +77,25 @@ def test_simulated_anomalies_become_incidents_within_60_seconds(local_run):
     assert incident["status"] in {"open", "acknowledged", "resolved"}
     assert incident["severity"] in {"critical", "high", "medium", "low", "info"}
     assert incident["series"]
+
+
+def test_the_filling_disk_gets_a_predicted_incident_before_it_fills(local_run):
+    headers = {"Authorization": f"Bearer {token(local_run)}"}
+    deadline = local_run["api_up_at"] + INCIDENT_DEADLINE_S
+    body: dict = {}
+    while time.monotonic() < deadline:
+        body = httpx.get(
+            f"{local_run['base']}/api/v1/incidents", params={"kind": "predicted"}, headers=headers
+        ).json()
+        if body.get("total", 0) > 0:
+            break
+        time.sleep(1)
+    assert body.get("total", 0) > 0, (local_run["workdir"] / "run.log").read_text()[-3000:]
+    incident = body["items"][0]
+    assert incident["title"].startswith("Predicted disk.used_percent > 95 on host-")
+    assert incident["series"].startswith("disk,host=host-")
+    predicted = datetime.fromisoformat(incident["metadata"]["predicted_breach_time"])
+    assert predicted > datetime.fromisoformat(incident["last_seen"])
 
 
 def test_metrics_history_and_prometheus_are_served(local_run):

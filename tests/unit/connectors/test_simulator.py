@@ -211,3 +211,31 @@ def test_default_start_is_two_hours_ago_on_the_interval_grid() -> None:
 def test_invalid_parameters(overrides: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         small(**overrides)
+
+
+def test_filling_disks_climb_steadily_then_drop_back_and_the_rest_is_unchanged() -> None:
+    from connectors.simulator import FILL_CYCLE_S, FILL_FROM, FILL_LEAD_S, FILL_TO
+
+    plain = small(anomaly_every_s=0.0)
+    filling = small(anomaly_every_s=0.0, filling_disks=2)
+    ticks = int(FILL_CYCLE_S / 10) + 20
+    plain_values = values_by_series(run(plain, ticks))
+    filling_values = values_by_series(run(filling, ticks))
+    assert len(filling.filling_series) == 2
+    assert all(
+        s.startswith("disk,") and s.endswith(" used_percent") for s in filling.filling_series
+    )
+    for series in filling.filling_series:
+        values = [v for _, v in sorted(filling_values[series].items())]
+        drop = (FILL_CYCLE_S - FILL_LEAD_S) / 10  # the tick of the cleanup
+        before, after = values[int(drop) - 1], values[int(drop)]
+        assert before > FILL_TO - 1.0 and after < FILL_FROM + 1.0
+        steps = [b - a for a, b in zip(values[:99], values[1:100], strict=True)]
+        assert abs(sum(steps) / len(steps) - (FILL_TO - FILL_FROM) / (FILL_CYCLE_S / 10)) < 0.01
+    untouched = set(plain_values) - set(filling.filling_series)
+    assert untouched and all(plain_values[s] == filling_values[s] for s in untouched)
+
+
+def test_filling_disks_cannot_exceed_the_hosts() -> None:
+    with pytest.raises(ValueError, match="filling_disks"):
+        small(filling_disks=4)

@@ -79,6 +79,7 @@ def test_series_without_a_limit_get_no_forecaster() -> None:
     forecasts = make()
     assert run(forecasts, ramp(100), series="cpu,host=web-1 usage_user") == []
     assert forecasts.forecasters == {}
+    assert pickle.loads(pickle.dumps(forecasts))._limit_of == {}  # noqa: S301
 
 
 def test_the_state_survives_a_snapshot_and_continues_identically() -> None:
@@ -141,4 +142,4 @@ def test_the_dataflow_opens_predicted_incidents_only_with_forecast_limits() -> N
     predicted = incidents_of(forecast_limits="disk.used_percent>95")
     assert predicted and predicted[0].type is IncidentEventType.OPENED
     assert {u.metadata["kind"] for u in predicted} == {"predicted"}
-    assert incidents_of() == []
+    assert incidents_of(forecast_limits="") == []

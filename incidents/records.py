@@ -72,6 +72,9 @@ class TimelineType(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
     REOPENED = "reopened"
+    COMMENT = "comment"
+    SILENCED = "silenced"
+    GROUPED = "grouped"
 
 
 @dataclass(slots=True)
@@ -133,6 +136,10 @@ class Incident:
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     resolution: str | None = None
+    parent_id: str | None = None
+    """The first incident of this one's group (see ``incidents.grouping``); None for a root."""
+    group_key: str | None = None
+    child_count: int = 0
 
     def __post_init__(self) -> None:
         self.severity = Severity(self.severity)
@@ -170,6 +177,7 @@ class IncidentQuery:
     category: Category | None = None
     kind: IncidentKind | None = None
     series: str | None = None
+    parent_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 50

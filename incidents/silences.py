@@ -52,11 +52,16 @@ def _options() -> re2.Options:
 
 @lru_cache(maxsize=1_024)
 def compile_anchored(pattern: str) -> Any:
-    """RE2 program for ``^(?:pattern)$``; ``SilenceError`` when it is not a valid RE2 pattern."""
+    """RE2 program of ``pattern``, used with ``fullmatch`` (anchored at both ends, as
+    Alertmanager's ``^(?:pattern)$``); ``SilenceError`` when it is not a valid RE2 pattern.
+
+    The pattern is compiled as given rather than wrapped, so ``a)|(b`` is refused instead of
+    turning into a valid but different expression.
+    """
     if len(pattern) > MAX_REGEX_LENGTH:
         raise SilenceError(f"regex is longer than {MAX_REGEX_LENGTH} characters")
     try:
-        return re2.compile(f"^(?:{pattern})$", options=_options())
+        return re2.compile(pattern, options=_options())
     except re2.error as exc:
         reason = exc.args[0] if exc.args else "invalid"
         if isinstance(reason, bytes):

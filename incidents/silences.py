@@ -166,10 +166,10 @@ def validate_silence(
             "at least one matcher must not match an empty value, otherwise the silence "
             "would match (almost) every incident"
         )
-    if ends_at <= starts_at:
-        raise SilenceError("ends_at must be after starts_at")
     if ends_at <= now:
         raise SilenceError("ends_at must be in the future")
+    if ends_at <= starts_at:
+        raise SilenceError("ends_at must be after starts_at")
     return checked
 
 

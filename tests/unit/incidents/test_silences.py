@@ -124,7 +124,8 @@ def test_validate_silence():
         ([], NOW, NOW + HOUR, "at least one matcher"),
         ([Matcher("team", "")], NOW, NOW + HOUR, "must not match an empty value"),
         ([Matcher("team", ".*", is_regex=True)], NOW, NOW + HOUR, "empty value"),
-        ([m], NOW, NOW, "after starts_at"),
+        ([m], NOW + 2 * HOUR, NOW + HOUR, "after starts_at"),
+        ([m], NOW - HOUR, NOW, "in the future"),
         ([m], NOW - 2 * HOUR, NOW - HOUR, "in the future"),
         ([m] * 33, NOW, NOW + HOUR, "at most"),
     ]

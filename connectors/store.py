@@ -45,6 +45,7 @@ from sqlalchemy.pool import StaticPool
 from incidents.classification import classify
 from incidents.config import Settings
 from incidents.fingerprint import fingerprint as compute_fingerprint
+from incidents.fingerprint import tag_identity
 from incidents.records import (
     Incident,
     IncidentEvent,
@@ -880,11 +881,13 @@ class Store:
         """Create, or fold into the open incident with the same fingerprint; bool = created.
 
         ``tenant`` is authoritative (the API passes the caller's); ``event.tenant`` is ignored.
-        Without ``event.fingerprint`` the fingerprint is (tenant, source, title). A duplicate
+        Without ``event.fingerprint`` the fingerprint is (tenant, source, title, tags). A duplicate
         counts a repeat, bumps ``last_seen`` and may raise the severity, never lower it.
         """
         now = utc_now()
-        fp = event.fingerprint or compute_fingerprint(tenant, event.source, event.title)
+        fp = event.fingerprint or compute_fingerprint(
+            tenant, event.source, event.title, tag_identity(event.tags)
+        )
         category = event.category or classify(
             title=event.title, description=event.description, metadata=event.metadata
         )

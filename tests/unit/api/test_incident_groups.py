@@ -80,3 +80,12 @@ def test_bad_comments(client, auth):
     foreign = client.post(url, json={"text": "hi"}, headers=auth("globex-responder"))
     assert foreign.status_code == 404
     assert foreign.json()["detail"] == f"incident {incident['id']} not found"
+
+
+def test_tags_identify_the_problem_for_dedup(client, auth):
+    """Same title and source: one incident per host, repeats fold in whatever the tag order."""
+    db1 = post(client, auth, "connection timeouts", "host=db-1", "env=prod")
+    db2 = post(client, auth, "connection timeouts", "host=db-2", "env=prod")
+    again = post(client, auth, "connection timeouts", "env=prod", "host=db-1")
+    assert db1["id"] != db2["id"]
+    assert again["id"] == db1["id"] and again["repeat_count"] == 1

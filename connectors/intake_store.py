@@ -8,8 +8,6 @@ from __future__ import annotations
 from connectors.store import Store
 from incidents.records import Incident, TimelineEntry, TimelineType, utc_now
 
-MAX_COMMENT_LENGTH = 10_000
-
 
 def add_comment(
     store: Store, tenant: str, incident_id: str, *, actor: str, text: str

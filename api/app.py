@@ -22,7 +22,16 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import AppContext
 from api.middleware import BodySizeLimitMiddleware, TimingMiddleware
 from api.prometheus import ApiMetrics
-from api.routers import admin, analytics, auth, health, incidents, metrics
+from api.routers import (
+    admin,
+    analytics,
+    auth,
+    health,
+    incidents,
+    metrics,
+    silences,
+    webhooks,
+)
 from connectors.store import IncidentConflict, Store
 from incidents import __version__
 from incidents.config import Settings, get_settings
@@ -154,6 +163,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # Last added runs first: the size check precedes everything, timing wraps the rest.
     app.add_middleware(TimingMiddleware, observe=api_metrics.observe_request)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    for module in (health, auth, incidents, metrics, analytics, admin):
+    for module in (health, auth, incidents, metrics, analytics, admin, silences, webhooks):
         app.include_router(module.router)
     return app

@@ -157,6 +157,10 @@ class IncidentOut(BaseModel):
     resolved_at: datetime | None
     resolved_by: str | None
     resolution: str | None
+    parent_id: str | None = Field(
+        default=None, description="The first incident of this one's group; null for a root."
+    )
+    child_count: int = Field(default=0, description="Incidents grouped under this one.")
 
     @classmethod
     def from_record(cls, incident: Incident) -> IncidentOut:

@@ -27,12 +27,12 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from alembic import command
@@ -45,6 +45,7 @@ from sqlalchemy.pool import StaticPool
 from incidents.classification import classify
 from incidents.config import Settings
 from incidents.fingerprint import fingerprint as compute_fingerprint
+from incidents.fingerprint import tag_identity
 from incidents.records import (
     Incident,
     IncidentEvent,
@@ -141,9 +142,29 @@ incidents_table = sa.Table(
     sa.Column("resolved_at", UTCDateTime, nullable=True),
     sa.Column("resolved_by", sa.String(128), nullable=True),
     sa.Column("resolution", sa.Text, nullable=True),
+    sa.Column("parent_id", sa.String(36), nullable=True),
+    sa.Column("group_key", sa.String(64), nullable=True),
+    sa.Column("child_count", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_incidents_tenant_fingerprint", "tenant", "fingerprint"),
     sa.Index("ix_incidents_tenant_status", "tenant", "status"),
     sa.Index("ix_incidents_tenant_first_seen", "tenant", "first_seen"),
+    sa.Index("ix_incidents_tenant_parent", "tenant", "parent_id"),
+    sa.Index("ix_incidents_tenant_group", "tenant", "group_key", "first_seen"),
+)
+
+silences_table = sa.Table(
+    "silences",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("matchers", sa.JSON, nullable=False),
+    sa.Column("starts_at", UTCDateTime, nullable=False),
+    sa.Column("ends_at", UTCDateTime, nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_silences_tenant_ends_at", "tenant", "ends_at"),
 )
 
 incident_events_table = sa.Table(
@@ -228,6 +249,11 @@ users_table = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
+
+TimelineWriter = Callable[
+    [Connection, Incident, TimelineType, str, Mapping[str, Any], datetime], None
+]
+"""``Store._add_timeline``: (conn, incident, type, actor, details, at)."""
 
 INCIDENT_EDITABLE = frozenset(
     {"title", "description", "severity", "category", "metadata", "tags", "status", "resolution"}
@@ -321,6 +347,9 @@ def _incident_from_row(row: sa.Row[Any]) -> Incident:
         resolved_at=m["resolved_at"],
         resolved_by=m["resolved_by"],
         resolution=m["resolution"],
+        parent_id=m["parent_id"],
+        group_key=m["group_key"],
+        child_count=m["child_count"] or 0,
     )
 
 
@@ -613,10 +642,30 @@ def _advisory_key(*parts: str) -> int:
 # --- the store ------------------------------------------------------------------------------
 
 
-class Store:
-    """SQLite/PostgreSQL persistence; implements ``incidents.interfaces.PipelineSink``."""
+class IncidentIntake(Protocol):
+    """Decisions taken inside the transaction that inserts a new incident (silences, grouping;
+    ``connectors.grouping_store.IntakeRules``)."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def prepare(self, conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
+        """The row to insert, with whatever the rules add (metadata, parent, group)."""
+        ...
+
+    def record(self, conn: Connection, incident: Incident, add_timeline: TimelineWriter) -> None:
+        """Timeline entries for what ``prepare`` decided (after the ``created`` entry)."""
+        ...
+
+
+class Store:
+    """SQLite/PostgreSQL persistence; implements ``incidents.interfaces.PipelineSink``.
+
+    ``intake`` (set by ``from_settings``) applies silences and grouping to new incidents; a
+    bare ``Store(url)`` inserts incidents as they come.
+    """
+
+    def __init__(
+        self, url: str, *, echo: bool = False, intake: IncidentIntake | None = None
+    ) -> None:
+        self.intake = intake
         self.url = engine_url(url)
         kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps}
         if self.url.get_backend_name() == "sqlite":
@@ -634,7 +683,9 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
-        return cls(settings.database_url)
+        from connectors.grouping_store import IntakeRules  # it builds on this module
+
+        return cls(settings.database_url, intake=IntakeRules(settings.grouping_policy))
 
     @property
     def dialect(self) -> str:
@@ -831,6 +882,7 @@ class Store:
         incident = self._insert(conn, row)
         details = {"kind": str(incident.kind), **_update_details(update)}
         self._add_timeline(conn, incident, TimelineType.CREATED, AUTO_ACTOR, details, now)
+        self._after_insert(conn, incident)
         return incident
 
     # -- incidents ---------------------------------------------------------------------------
@@ -841,11 +893,13 @@ class Store:
         """Create, or fold into the open incident with the same fingerprint; bool = created.
 
         ``tenant`` is authoritative (the API passes the caller's); ``event.tenant`` is ignored.
-        Without ``event.fingerprint`` the fingerprint is (tenant, source, title). A duplicate
+        Without ``event.fingerprint`` the fingerprint is (tenant, source, title, tags). A duplicate
         counts a repeat, bumps ``last_seen`` and may raise the severity, never lower it.
         """
         now = utc_now()
-        fp = event.fingerprint or compute_fingerprint(tenant, event.source, event.title)
+        fp = event.fingerprint or compute_fingerprint(
+            tenant, event.source, event.title, tag_identity(event.tags)
+        )
         category = event.category or classify(
             title=event.title, description=event.description, metadata=event.metadata
         )
@@ -887,6 +941,7 @@ class Store:
             incident = self._insert(conn, row)
             details = {"kind": str(incident.kind), "source": event.source}
             self._add_timeline(conn, incident, TimelineType.CREATED, actor, details, now)
+            self._after_insert(conn, incident)
             return incident, True
 
     def get_incident(self, tenant: str, incident_id: str) -> Incident | None:
@@ -903,6 +958,8 @@ class Store:
                 conditions.append(t.c[name] == str(value))
         if query.series is not None:
             conditions.append(t.c.series == query.series)
+        if query.parent_id is not None:
+            conditions.append(t.c.parent_id == query.parent_id)
         if query.since is not None:
             conditions.append(t.c.last_seen >= query.since)
         if query.until is not None:
@@ -1201,10 +1258,16 @@ class Store:
         return None if row is None else _incident_from_row(row)
 
     def _insert(self, conn: Connection, row: Mapping[str, Any]) -> Incident:
+        if self.intake is not None:
+            row = self.intake.prepare(conn, dict(row))
         columns = _incident_columns(row)
         conn.execute(sa.insert(incidents_table), [columns])
         fields = {k: v for k, v in row.items() if k != "applied_until_ns"}
         return Incident(**fields)
+
+    def _after_insert(self, conn: Connection, incident: Incident) -> None:
+        if self.intake is not None:
+            self.intake.record(conn, incident, self._add_timeline)
 
     def _update(
         self, conn: Connection, incident: Incident, values: Mapping[str, Any], now: datetime
@@ -1290,4 +1353,5 @@ __all__ = [
     "StoreError",
     "UTCDateTime",
     "metadata",
+    "silences_table",
 ]

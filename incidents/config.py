@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from incidents.grouping import GroupingPolicy, parse_group_by
 from incidents.prediction import ForecastLimit, parse_forecast_limits
 
 Environment = Literal["local", "development", "staging", "production", "test"]
@@ -82,6 +83,11 @@ class Settings(BaseSettings):
 
     max_request_bytes: int = Field(default=1_000_000, ge=1_024)
 
+    incident_group_by: str = "service"
+    """Comma-separated labels (tag keys, metadata keys, series tags) incidents are grouped by;
+    empty switches grouping off (see ``incidents.grouping``)."""
+    incident_group_window_seconds: int = Field(default=300, ge=0, le=7 * 86_400)
+
     @field_validator("severity_thresholds")
     @classmethod
     def _known_severities(cls, v: dict[str, float]) -> dict[str, float]:
@@ -121,6 +127,13 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, v: str) -> str:
         return v.upper()
+
+    @property
+    def grouping_policy(self) -> GroupingPolicy:
+        return GroupingPolicy(
+            group_by=parse_group_by(self.incident_group_by),
+            window_seconds=self.incident_group_window_seconds,
+        )
 
     @property
     def window_ns(self) -> int:

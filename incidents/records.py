@@ -74,6 +74,9 @@ class TimelineType(StrEnum):
     REOPENED = "reopened"
     BREACHED = "breached"
     """A predicted incident's limit was reached: it became a detected incident."""
+    COMMENT = "comment"
+    SILENCED = "silenced"
+    GROUPED = "grouped"
 
 
 @dataclass(slots=True)
@@ -135,6 +138,10 @@ class Incident:
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     resolution: str | None = None
+    parent_id: str | None = None
+    """The first incident of this one's group (see ``incidents.grouping``); None for a root."""
+    group_key: str | None = None
+    child_count: int = 0
 
     def __post_init__(self) -> None:
         self.severity = Severity(self.severity)
@@ -172,6 +179,7 @@ class IncidentQuery:
     category: Category | None = None
     kind: IncidentKind | None = None
     series: str | None = None
+    parent_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 50

@@ -1,4 +1,5 @@
-"""Analytics over scored windows: anomalous windows of the tenant, forecasts of a series."""
+"""Analytics: anomalous windows of the tenant, forecasts of a series, incident summary (MTTA,
+MTTR, counts)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 
 from api.deps import SettingsDep, StoreDep, Viewer, WindowReaderDep, check_interval
+from api.intake_schemas import SummaryOut
 from api.routers.metrics import read_windows
 from api.schemas import (
     AnomalyList,
@@ -17,6 +19,7 @@ from api.schemas import (
     SeriesForecast,
     WindowOut,
 )
+from connectors.summary_store import incident_summary
 from incidents.records import datetime_to_ns, ns_to_datetime, utc
 from models.forecasting import ForecasterConfig, SeriesForecaster, breach_forecast
 
@@ -56,6 +59,26 @@ def anomalies(
         min_score=threshold,
         since=utc(since) if since else None,
         until=utc(until) if until else None,
+    )
+
+
+@router.get("/summary")
+def summary(
+    principal: Viewer,
+    store: StoreDep,
+    since: Annotated[datetime | None, Query(description="Start of the period (inclusive).")] = None,
+    until: Annotated[datetime | None, Query(description="End of the period (exclusive).")] = None,
+) -> SummaryOut:
+    """MTTA and MTTR in seconds and incident counts by status, severity, category and kind.
+
+    Counts cover the incidents recorded in the period; MTTA the incidents acknowledged in it
+    (acknowledged_at - created_at), MTTR those resolved in it (resolved_at - created_at).
+    """
+    check_interval(since, until)
+    start = utc(since) if since else None
+    end = utc(until) if until else None
+    return SummaryOut.from_summary(
+        incident_summary(store, principal.tenant, start, end), start, end
     )
 
 

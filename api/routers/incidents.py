@@ -1,7 +1,8 @@
-"""Incidents: create (with dedup), list, read, edit, acknowledge, resolve, timeline."""
+"""Incidents: create (with dedup), list, read, edit, acknowledge, resolve, timeline, comments."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -16,6 +17,7 @@ from api.deps import (
     Viewer,
     check_interval,
 )
+from api.intake_schemas import CommentCreate
 from api.schemas import (
     IncidentCreate,
     IncidentList,
@@ -25,6 +27,7 @@ from api.schemas import (
     TimelineEntryOut,
     TimelineOut,
 )
+from connectors.intake_store import add_comment
 from incidents.records import Incident, IncidentEvent, IncidentQuery, utc
 from incidents.schemas import Category, IncidentKind, IncidentStatus, Severity
 
@@ -93,6 +96,9 @@ def list_incidents(
     category: Category | None = None,
     kind: IncidentKind | None = None,
     series: Annotated[str | None, Query(max_length=1024)] = None,
+    parent_id: Annotated[
+        uuid.UUID | None, Query(description="Only the incidents grouped under this one.")
+    ] = None,
     since: Annotated[
         datetime | None, Query(description="Incidents still going on at or after this time.")
     ] = None,
@@ -110,6 +116,7 @@ def list_incidents(
         category=category,
         kind=kind,
         series=series,
+        parent_id=str(parent_id) if parent_id is not None else None,
         since=utc(since) if since else None,
         until=utc(until) if until else None,
         limit=limit,
@@ -186,3 +193,16 @@ def incident_timeline(incident_id: IncidentId, principal: Viewer, store: StoreDe
     return TimelineOut(
         incident_id=str(incident_id), items=[TimelineEntryOut.from_record(e) for e in entries]
     )
+
+
+@router.post("/{incident_id}/comments", status_code=status.HTTP_201_CREATED, responses=NOT_FOUND)
+def comment_incident(
+    incident_id: IncidentId, body: CommentCreate, principal: Responder, store: StoreDep
+) -> TimelineEntryOut:
+    """Add a comment to the incident's timeline (``{"text": "…"}``)."""
+    entry = add_comment(
+        store, principal.tenant, str(incident_id), actor=principal.username, text=body.text
+    )
+    if entry is None:
+        raise not_found(incident_id)
+    return TimelineEntryOut.from_record(entry)

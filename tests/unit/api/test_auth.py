@@ -23,10 +23,18 @@ PROTECTED = [
     ("POST", "/api/v1/incidents/{incident_id}/acknowledge", Role.RESPONDER),
     ("POST", "/api/v1/incidents/{incident_id}/resolve", Role.RESPONDER),
     ("GET", "/api/v1/incidents/{incident_id}/timeline", Role.VIEWER),
+    ("POST", "/api/v1/incidents/{incident_id}/comments", Role.RESPONDER),
     ("GET", "/api/v1/metrics", Role.VIEWER),
     ("GET", "/api/v1/metrics/history", Role.VIEWER),
     ("GET", "/api/v1/analytics/anomalies", Role.VIEWER),
     ("GET", "/api/v1/analytics/forecast", Role.VIEWER),
+    ("GET", "/api/v1/analytics/summary", Role.VIEWER),
+    ("POST", "/api/v1/silences", Role.RESPONDER),
+    ("GET", "/api/v1/silences", Role.VIEWER),
+    ("GET", "/api/v1/silences/{silence_id}", Role.VIEWER),
+    ("DELETE", "/api/v1/silences/{silence_id}", Role.RESPONDER),
+    ("POST", "/api/v1/webhooks/alertmanager", Role.RESPONDER),
+    ("POST", "/api/v1/webhooks/grafana", Role.RESPONDER),
     ("POST", "/api/v1/admin/users", Role.ADMIN),
     ("GET", "/api/v1/admin/health", Role.ADMIN),
     ("GET", "/api/v1/admin/config", Role.ADMIN),
@@ -37,7 +45,7 @@ ROLES_BY_RANK = [Role.VIEWER, Role.RESPONDER, Role.ADMIN]
 
 
 def url(path: str) -> str:
-    return path.replace("{incident_id}", SOME_ID)
+    return path.replace("{incident_id}", SOME_ID).replace("{silence_id}", SOME_ID)
 
 
 def route_id(route) -> str:

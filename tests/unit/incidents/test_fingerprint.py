@@ -3,7 +3,7 @@
 import hashlib
 import json
 
-from incidents.fingerprint import fingerprint
+from incidents.fingerprint import fingerprint, tag_identity
 
 
 def test_value_is_sha256_of_canonical_json():
@@ -34,3 +34,14 @@ def test_every_part_changes_the_fingerprint():
 
 def test_parts_cannot_be_shifted_into_each_other():
     assert fingerprint("a", "bc", "d") != fingerprint("ab", "c", "d")
+
+
+def test_tag_identity_is_order_free_and_keeps_every_value():
+    assert tag_identity([]) == {}
+    assert tag_identity(["host=db-1", "db", "env:prod"]) == {
+        "host": "db-1",
+        "db": "true",
+        "env": "prod",
+    }
+    assert tag_identity(["k=2", "k=1"]) == tag_identity(["k=1", "k=2"]) == {"k": "1,2"}
+    assert tag_identity(["k=1", "k=2"]) != tag_identity(["k=2"])

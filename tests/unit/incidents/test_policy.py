@@ -99,6 +99,9 @@ SEED = "severity == 'critical' and category == 'database'"
         ("severity < 'high'", False),
         ("severity > 'critical'", False),
         ("score > 'a'", False),  # a number and a string are not ordered
+        ("severity > 1", False),
+        ("metadata.db in metadata", False),  # an unhashable key: no match, no error
+        ("metadata.db in tags", False),
         ("True", True),
         ("false", False),
         ("repeat_count > -1", True),

@@ -1,8 +1,9 @@
 """The FastAPI application factory (also a uvicorn factory: ``uvicorn api.app:create_app
 --factory``).
 
-Startup (lifespan): migrate the schema, then make sure the admin account from
-``ADMIN_USERNAME``/``ADMIN_PASSWORD`` exists with that password.
+Startup (lifespan): migrate the schema, make sure the admin account from
+``ADMIN_USERNAME``/``ADMIN_PASSWORD`` exists with that password, then start the in-process
+automation engine (unless ``AUTOMATION_ENABLED=false``).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from api.routers import (
     admin,
     analytics,
     auth,
+    automation,
     health,
     incidents,
     metrics,
     silences,
     webhooks,
 )
+from connectors.automation_engine import AutomationEngine
 from connectors.store import IncidentConflict, Store
 from incidents import __version__
 from incidents.config import Settings, get_settings
@@ -126,9 +129,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(the_store.migrate)
         await run_in_threadpool(ensure_admin, the_store, settings)
+        if engine is not None:
+            engine.start()
         try:
             yield
         finally:
+            if engine is not None:
+                await run_in_threadpool(engine.stop)
             if windows is not None:
                 windows.close()
             if owns_store:
@@ -145,12 +152,20 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         from connectors.influx import InfluxReader
 
         windows = InfluxReader.from_settings(settings)
+    named_actions = settings.named_actions
+    engine = (
+        AutomationEngine(the_store, settings, named_actions=named_actions)
+        if settings.automation_enabled
+        else None
+    )
     app.state.context = AppContext(
         settings=settings,
         store=the_store,
         jwt_secret=jwt_secret,
         metrics=api_metrics,
         windows=windows,
+        automation=engine,
+        automation_actions=named_actions,
     )
     handlers: dict[Any, Any] = {
         RequestValidationError: _validation_error,
@@ -163,6 +178,16 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # Last added runs first: the size check precedes everything, timing wraps the rest.
     app.add_middleware(TimingMiddleware, observe=api_metrics.observe_request)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    for module in (health, auth, incidents, metrics, analytics, admin, silences, webhooks):
+    for module in (
+        health,
+        auth,
+        incidents,
+        metrics,
+        analytics,
+        admin,
+        silences,
+        webhooks,
+        automation,
+    ):
         app.include_router(module.router)
     return app

@@ -7,12 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from time import monotonic
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
 from api.prometheus import ApiMetrics
+from connectors.automation_engine import AutomationEngine
 from connectors.store import Store
 from incidents.config import Settings
 from incidents.interfaces import WindowReader
@@ -36,6 +37,14 @@ class AppContext:
     windows: WindowReader | None = None
     """Where metric windows are read from: InfluxDB when configured, else the store."""
     started: float = field(default_factory=monotonic)
+    automation: AutomationEngine | None = None
+    """The in-process automation engine (``AUTOMATION_ENABLED``), woken after incident changes."""
+    automation_actions: dict[str, Any] = field(default_factory=dict)
+    """Named action definitions from ``AUTOMATION_ACTIONS``."""
+
+    def incidents_changed(self) -> None:
+        if self.automation is not None:
+            self.automation.wake()
 
 
 @dataclass(frozen=True, slots=True)

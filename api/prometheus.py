@@ -5,8 +5,10 @@
   matter which process (dataflow or API) wrote the incidents.
 * ``response_time_seconds{severity}``: histogram of incident creation -> acknowledgement, observed
   by this API when it acknowledges an incident.
-* ``automation_success_rate``: NaN until the automation engine reports outcomes (there is none
-  yet); NaN is Prometheus' "no value", unlike 0 which would read as "always failing".
+* ``automation_actions_total{type,outcome}`` (counter, outcome ok/error/not_configured) and
+  ``automation_success_rate`` (gauge: ok / (ok + error), over all recorded actions), read from
+  the store's action results at scrape time; the rate is NaN while no action has succeeded or
+  failed (NaN is Prometheus' "no value", unlike 0 which would read as "always failing").
 * ``pipeline_{points,dead_letters,late_points,windows,anomalies}_total``: the dataflow's
   counters from ``Store.pipeline_stats()``, summed over workers.
 * ``http_request_duration_seconds{method,route,status}``: this API's own latency.
@@ -24,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
+from connectors.automation_store import AutomationStore
 from connectors.store import Store
 from incidents.records import Incident
 
@@ -61,30 +64,28 @@ class StoreCollector(Collector):
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.automation = AutomationStore(store)
 
     def describe(self) -> Iterable[Metric]:
         return []  # no store access at registration time (the schema may not exist yet)
 
     def collect(self) -> Iterable[Metric]:
-        rate = GaugeMetricFamily(
-            "automation_success_rate",
-            "Share of automated responses that succeeded (NaN: no automation has run).",
-        )
-        rate.add_metric([], float("nan"))
-        yield rate
         up = GaugeMetricFamily("incidents_store_up", "1 if the store could be read at scrape.")
         try:
             counts = self.store.incident_counts()
             stats = self.store.pipeline_stats()
+            actions = self.automation.action_counts()
         except SQLAlchemyError as exc:
             log.warning("metrics scrape could not read the store: %s", type(exc).__name__)
             up.add_metric([], 0.0)
             yield up
+            yield from automation_families([])
             return
         up.add_metric([], 1.0)
         yield up
         yield from incident_families(counts)
         yield from pipeline_families(stats)
+        yield from automation_families(actions)
 
 
 def incident_families(counts: Iterable[tuple[str, str, str, int]]) -> Iterable[Metric]:
@@ -101,6 +102,31 @@ def incident_families(counts: Iterable[tuple[str, str, str, int]]) -> Iterable[M
     for tenant, n in sorted(per_tenant.items()):
         total.add_metric([tenant], float(n))
     return [total, by_severity]
+
+
+def success_rate(counts: Iterable[tuple[str, str, int]]) -> float:
+    """ok / (ok + error) over all action types; NaN when nothing succeeded or failed yet
+    (``not_configured`` actions did not try, so they count as neither)."""
+    ok = sum(n for _, outcome, n in counts if outcome == "ok")
+    failed = sum(n for _, outcome, n in counts if outcome == "error")
+    return ok / (ok + failed) if ok + failed else float("nan")
+
+
+def automation_families(counts: Iterable[tuple[str, str, int]]) -> Iterable[Metric]:
+    counts = list(counts)
+    total = CounterMetricFamily(
+        "automation_actions",
+        "Automated actions run, by action type and outcome (ok, error, not_configured).",
+        labels=["type", "outcome"],
+    )
+    for kind, outcome, n in counts:
+        total.add_metric([kind, outcome], float(n))
+    rate = GaugeMetricFamily(
+        "automation_success_rate",
+        "Share of automated actions that succeeded (NaN: none has run yet).",
+    )
+    rate.add_metric([], success_rate(counts))
+    return [total, rate]
 
 
 def pipeline_families(stats: dict[str, float]) -> Iterable[Metric]:

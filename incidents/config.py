@@ -88,6 +88,21 @@ class Settings(BaseSettings):
     empty switches grouping off (see ``incidents.grouping``)."""
     incident_group_window_seconds: int = Field(default=300, ge=0, le=7 * 86_400)
 
+    automation_enabled: bool = True
+    """Run the automation engine inside the API process (local mode's in-process engine)."""
+    automation_poll_seconds: float = Field(default=1.0, gt=0.0, le=3_600.0)
+    automation_action_timeout_seconds: float = Field(default=10.0, gt=0.0, le=300.0)
+    automation_actions: str | None = None
+    """Named action definitions: a JSON object ``{"notify_dba": {"type": "email", …}}`` or the
+    path of a file holding one."""
+
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65_535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "incidents@localhost"
+    smtp_starttls: bool = True
+
     @field_validator("severity_thresholds")
     @classmethod
     def _known_severities(cls, v: dict[str, float]) -> dict[str, float]:
@@ -108,6 +123,20 @@ class Settings(BaseSettings):
                 f"DETECTOR_MEMBERS must list distinct members of {sorted(known)}, got {value!r}"
             )
         return ",".join(names)
+
+    @field_validator("automation_actions")
+    @classmethod
+    def _valid_named_actions(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            load_named_actions(value)  # refuses a bad definition at start, with its reason
+        return value
+
+    @property
+    def named_actions(self) -> dict[str, Any]:
+        """The parsed ``AUTOMATION_ACTIONS`` (name -> concrete action)."""
+        if not self.automation_actions or not self.automation_actions.strip():
+            return {}
+        return load_named_actions(self.automation_actions)
 
     @property
     def detector_member_names(self) -> tuple[str, ...]:
@@ -161,6 +190,7 @@ class Settings(BaseSettings):
             "encryption_key",
             "admin_password",
             "influx_token",
+            "smtp_password",
         }
         view: dict[str, Any] = {}
         for name in type(self).model_fields:
@@ -169,9 +199,33 @@ class Settings(BaseSettings):
                 view[name] = "set" if value else "unset"
             elif name == "database_url":
                 view[name] = redact_url(value)
+            elif name == "automation_actions":
+                # Definitions may hold webhook tokens: show only each name's action type.
+                view[name] = {n: str(a.type) for n, a in self.named_actions.items()}
             else:
                 view[name] = value
         return view
+
+
+def load_named_actions(value: str) -> dict[str, Any]:
+    """``AUTOMATION_ACTIONS``: inline JSON (starts with ``{``) or the path of a JSON file."""
+    import json
+
+    from incidents.automation import parse_named_actions
+
+    text = value.strip()
+    if not text.startswith("{"):
+        try:
+            text = Path(text).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"AUTOMATION_ACTIONS file cannot be read: {exc}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"AUTOMATION_ACTIONS is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("AUTOMATION_ACTIONS must be a JSON object of name -> action")
+    return parse_named_actions(raw)
 
 
 @dataclass

@@ -77,6 +77,10 @@ class TimelineType(StrEnum):
     COMMENT = "comment"
     SILENCED = "silenced"
     GROUPED = "grouped"
+    RULE_FIRED = "rule_fired"
+    """An automation rule matched; ``details`` name the rule and the planned actions."""
+    ACTION = "action"
+    """One automated action ran (or could not); ``details.outcome`` is ok/error/not_configured."""
 
 
 @dataclass(slots=True)

@@ -66,9 +66,11 @@ def found(incident: Incident | None, incident_id: object) -> IncidentOut:
     responses={200: {"description": "Deduplicated: the open incident with this fingerprint"}},
 )
 def create_incident(
-    body: IncidentCreate, response: Response, principal: Responder, store: StoreDep
+    body: IncidentCreate, response: Response, principal: Responder, context: Context
 ) -> IncidentOut:
-    """201 with a new incident, or 200 with the open one it was folded into (same fingerprint)."""
+    """201 with a new incident, or 200 with the open one it was folded into (same fingerprint).
+
+    Automation rules run on it in the background (the response does not wait for them)."""
     event = IncidentEvent(
         title=body.title,
         description=body.description,
@@ -79,9 +81,10 @@ def create_incident(
         fingerprint=body.fingerprint,
         tags=tuple(body.tags),
     )
-    incident, created = store.create_incident(
+    incident, created = context.store.create_incident(
         event, tenant=principal.tenant, actor=principal.username
     )
+    context.incidents_changed()
     if not created:
         response.status_code = status.HTTP_200_OK
     return IncidentOut.from_record(incident)
@@ -149,6 +152,7 @@ def update_incident(
     incident = store.update_incident(
         principal.tenant, str(incident_id), body.changes(), actor=principal.username
     )
+    context.incidents_changed()
     observe_first_acknowledgement(context, before, incident)
     return found(incident, incident_id)
 

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import connectors.automation_store  # noqa: F401  (registers the automation tables on metadata)
 from connectors.store import engine_url, metadata
 
 config = context.config

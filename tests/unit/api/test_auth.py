@@ -39,13 +39,22 @@ PROTECTED = [
     ("GET", "/api/v1/admin/health", Role.ADMIN),
     ("GET", "/api/v1/admin/config", Role.ADMIN),
     ("POST", "/api/v1/admin/migrate", Role.ADMIN),
+    ("POST", "/api/v1/automation/rules", Role.RESPONDER),
+    ("GET", "/api/v1/automation/rules", Role.VIEWER),
+    ("GET", "/api/v1/automation/rules/{rule_id}", Role.VIEWER),
+    ("PUT", "/api/v1/automation/rules/{rule_id}", Role.RESPONDER),
+    ("DELETE", "/api/v1/automation/rules/{rule_id}", Role.RESPONDER),
 ]
 PUBLIC = {("POST", TOKEN_URL), ("GET", "/health"), ("GET", "/health/database"), ("GET", "/metrics")}
 ROLES_BY_RANK = [Role.VIEWER, Role.RESPONDER, Role.ADMIN]
 
 
 def url(path: str) -> str:
-    return path.replace("{incident_id}", SOME_ID).replace("{silence_id}", SOME_ID)
+    return (
+        path.replace("{incident_id}", SOME_ID)
+        .replace("{silence_id}", SOME_ID)
+        .replace("{rule_id}", SOME_ID)
+    )
 
 
 def route_id(route) -> str:

@@ -92,18 +92,19 @@ def db_url(tmp_path):
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 
+def migration_head() -> str:
+    """The newest revision of connectors/migrations (the revisions are re-chained on merges)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
 @pytest.fixture
 def store(db_url):
     s = Store(db_url)
     s.migrate()
     yield s
     s.close()
-
-
-def head_revision() -> str:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return ScriptDirectory.from_config(config).get_current_head()
 
 
 def all_incidents(store: Store, tenant: str = "acme", **filters) -> list:
@@ -124,7 +125,7 @@ def test_migrate_is_idempotent_and_matches_the_table_definitions(db_url):
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
     store.close()
     assert diff == []
-    assert version == head_revision()
+    assert version == migration_head()
 
 
 def test_sqlite_uses_wal_and_a_busy_timeout(store):

@@ -19,6 +19,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from api.classification import IncidentClassifier
 from api.deps import AppContext
 from api.middleware import BodySizeLimitMiddleware, TimingMiddleware
 from api.prometheus import ApiMetrics
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(the_store.migrate)
         await run_in_threadpool(ensure_admin, the_store, settings)
+        classifier.warm_up()
         try:
             yield
         finally:
@@ -136,12 +138,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         from connectors.influx import InfluxReader
 
         windows = InfluxReader.from_settings(settings)
+    classifier = IncidentClassifier.from_settings(settings, the_store)
     app.state.context = AppContext(
         settings=settings,
         store=the_store,
         jwt_secret=jwt_secret,
         metrics=api_metrics,
         windows=windows,
+        classifier=classifier,
     )
     handlers: dict[Any, Any] = {
         RequestValidationError: _validation_error,

@@ -63,16 +63,30 @@ def found(incident: Incident | None, incident_id: object) -> IncidentOut:
     responses={200: {"description": "Deduplicated: the open incident with this fingerprint"}},
 )
 def create_incident(
-    body: IncidentCreate, response: Response, principal: Responder, store: StoreDep
+    body: IncidentCreate, response: Response, principal: Responder, context: Context
 ) -> IncidentOut:
-    """201 with a new incident, or 200 with the open one it was folded into (same fingerprint)."""
+    """201 with a new incident, or 200 with the open one it was folded into (same fingerprint).
+
+    Without ``category`` the incident is classified: corrections, confident rules, the learned
+    classifier, keywords, ``other`` (``api.classification``).
+    """
+    store = context.store
+    category = body.category
+    if category is None and context.classifier is not None:
+        category = context.classifier.classify(
+            tenant=principal.tenant,
+            title=body.title,
+            description=body.description,
+            tags=body.tags,
+            metadata=body.metadata,
+        ).category
     event = IncidentEvent(
         title=body.title,
         description=body.description,
         severity=body.severity,
         source=body.source,
         metadata=body.metadata,
-        category=body.category,
+        category=category,
         fingerprint=body.fingerprint,
         tags=tuple(body.tags),
     )
@@ -143,6 +157,8 @@ def update_incident(
         principal.tenant, str(incident_id), body.changes(), actor=principal.username
     )
     observe_first_acknowledgement(context, before, incident)
+    if incident is not None and body.category is not None and context.classifier is not None:
+        context.classifier.learn_correction(before, incident, actor=principal.username)
     return found(incident, incident_id)
 
 

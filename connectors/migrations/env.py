@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import connectors.classifier_store  # noqa: F401  (registers its table on the metadata)
 from connectors.store import engine_url, metadata
 
 config = context.config

@@ -56,7 +56,7 @@ DEFAULT_REFRESH_SECONDS = 60.0
 process; a correction made through this process retrains at once."""
 MAX_TENANT_MODELS = 32
 
-_LABEL_TOKEN = re.compile(r"[a-z0-9]+")
+_LABEL_TOKEN = re.compile(r"[a-z0-9_]+")
 WORD_PATTERN = r"(?u)\b\w\w+\b"
 LABEL_PATTERN = r"\S+"
 _SPACE = re.compile(r"\s+")
@@ -104,11 +104,26 @@ Sample = tuple[str, str]
 """(text, label tokens): what the pipeline's input rows are."""
 
 
+NO_LABELS = "~"
+"""A token every label text has, so that a training set without any labels still fits."""
+
+
+def label_tokens(labels: Iterable[str]) -> list[str]:
+    """``timeout_count`` -> ``timeout_count``, ``timeout``, ``count``; ``alertname:HighCPU`` ->
+    ``alertname``, ``highcpu``."""
+    out: list[str] = []
+    for token in _LABEL_TOKEN.findall(" ".join(labels).lower()):
+        out.append(token)
+        parts = [p for p in token.split("_") if p]
+        if len(parts) > 1:
+            out.extend(parts)
+    return out
+
+
 def sample(title: str, description: str, labels: Iterable[str]) -> Sample:
     """The pipeline's input for one incident. The title is repeated: it carries the most."""
     text = f"{title}. {title}. {description}".strip()
-    label_text = " ".join(_LABEL_TOKEN.findall(" ".join(labels).lower().replace("_", " ")))
-    return text, label_text
+    return text, " ".join((NO_LABELS, *label_tokens(labels)))
 
 
 def _texts(rows: Sequence[Sample]) -> list[str]:
@@ -173,12 +188,14 @@ def build_pipeline(random_state: int = RANDOM_STATE) -> Pipeline:
         [
             (
                 "logreg",
-                LogisticRegression(C=20.0, solver="saga", max_iter=3000, random_state=random_state),
+                LogisticRegression(
+                    C=20.0, solver="saga", tol=1e-3, max_iter=3000, random_state=random_state
+                ),
             ),
             (
                 "svm",
                 CalibratedClassifierCV(
-                    LinearSVC(C=0.5, random_state=random_state),
+                    LinearSVC(C=0.5, dual=True, random_state=random_state),
                     cv=StratifiedKFold(3),
                 ),
             ),
@@ -235,11 +252,11 @@ def base_model() -> CategoryModel:
 
 def cross_validated_predictions(
     examples: Sequence[LabelledIncident], folds: int = 5, random_state: int = RANDOM_STATE
-) -> list[Category]:
-    """Out-of-fold predictions (stratified folds, shuffled with a fixed seed): every example is
-    predicted by a model that never saw it."""
+) -> list[tuple[Category, float]]:
+    """Out-of-fold (category, probability) per example, stratified folds shuffled with a fixed
+    seed: every example is predicted by a model that never saw it."""
     targets = [str(e.category) for e in examples]
-    predictions: list[Category | None] = [None] * len(examples)
+    predictions: dict[int, tuple[Category, float]] = {}
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
     for train_index, test_index in splitter.split(np.zeros(len(examples)), targets):
         model = train([examples[i] for i in train_index], random_state)
@@ -247,10 +264,10 @@ def cross_validated_predictions(
             sample(examples[i].title, examples[i].description, examples[i].labels)
             for i in test_index
         ]
-        proba = model.probabilities(rows)
-        for i, row in zip(test_index, proba, strict=True):
-            predictions[i] = model.categories[int(np.argmax(row))]
-    return [p for p in predictions if p is not None]
+        for i, row in zip(test_index, model.probabilities(rows), strict=True):
+            best = int(np.argmax(row))
+            predictions[int(i)] = (model.categories[best], float(row[best]))
+    return [predictions[i] for i in range(len(examples))]
 
 
 # --- per-tenant service with operator corrections -----------------------------------------------

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from connectors.classifier_store import ClassifierStore
 from connectors.store import Store
 from incidents.classification import (
@@ -108,6 +110,23 @@ class IncidentClassifier:
         """
         if after.category == before.category:
             return False
+        try:
+            self._store_correction(before, after, actor=actor)
+        except SQLAlchemyError:
+            # The edit itself is committed; losing the lesson must not fail the request.
+            log.error("could not store the category correction of incident %s", after.id)
+            return False
+        if self.service is not None:
+            self.service.corrections_changed(after.tenant)
+        log.info(
+            "category of incident %s corrected from %s to %s",
+            after.id,
+            before.category,
+            after.category,
+        )
+        return True
+
+    def _store_correction(self, before: Incident, after: Incident, *, actor: str) -> None:
         self.corrections.add_correction(
             CategoryCorrection(
                 tenant=after.tenant,
@@ -120,12 +139,3 @@ class IncidentClassifier:
                 actor=actor,
             )
         )
-        if self.service is not None:
-            self.service.corrections_changed(after.tenant)
-        log.info(
-            "category of incident %s corrected from %s to %s",
-            after.id,
-            before.category,
-            after.category,
-        )
-        return True

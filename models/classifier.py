@@ -29,7 +29,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -120,9 +119,13 @@ def label_tokens(labels: Iterable[str]) -> list[str]:
     return out
 
 
+MAX_DESCRIPTION_CHARS = 2_000
+"""Only the start of a long description is classified (bounds the cost of a prediction)."""
+
+
 def sample(title: str, description: str, labels: Iterable[str]) -> Sample:
     """The pipeline's input for one incident. The title is repeated: it carries the most."""
-    text = f"{title}. {title}. {description}".strip()
+    text = f"{title}. {title}. {description[:MAX_DESCRIPTION_CHARS]}".strip()
     return text, " ".join((NO_LABELS, *label_tokens(labels)))
 
 
@@ -241,13 +244,20 @@ def train(examples: Sequence[LabelledIncident], random_state: int = RANDOM_STATE
     return CategoryModel(pipeline, tuple(Category(c) for c in classes))
 
 
-@lru_cache(maxsize=1)
+_base_lock = threading.Lock()
+_base: CategoryModel | None = None
+
+
 def base_model() -> CategoryModel:
-    """The model trained on the packaged labelled set (once per process)."""
-    started = time.perf_counter()
-    model = train(load_examples())
-    log.info("incident classifier trained in %.2f s", time.perf_counter() - started)
-    return model
+    """The model trained on the packaged labelled set (once per process; callers that come
+    while it trains wait for it rather than train it again)."""
+    global _base
+    with _base_lock:
+        if _base is None:
+            started = time.perf_counter()
+            _base = train(load_examples())
+            log.info("incident classifier trained in %.2f s", time.perf_counter() - started)
+        return _base
 
 
 def cross_validated_predictions(
@@ -371,8 +381,17 @@ class ClassifierService:
                 and now - current.loaded_at < self._refresh_seconds
             ):
                 return current
-            slot.stale = False
-            corrections = tuple(self._load_corrections(tenant)) if self._load_corrections else ()
+            slot.stale = False  # before reading: a correction stored meanwhile marks it again
+            try:
+                corrections = (
+                    tuple(self._load_corrections(tenant)) if self._load_corrections else ()
+                )
+            except Exception:  # the store is down: keep classifying, retry on next use
+                log.warning(
+                    "could not read the classifier corrections of %r", tenant, exc_info=True
+                )
+                slot.stale = True
+                return current if current is not None else self._build((), now)
             if current is not None and corrections == current.corrections:
                 current.loaded_at = now
                 return current

@@ -3,6 +3,7 @@ correction loop (PUT changing the category -> stored -> retrained -> used for ne
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from api.app import create_app
 from connectors.classifier_store import ClassifierStore
@@ -98,3 +99,17 @@ def test_without_ml_prediction_rules_and_keywords_decide(settings_factory, store
         r = client.put(f"{API}/{seed['id']}", json={"category": "network"}, headers=headers)
         assert r.status_code == 200
     assert len(ClassifierStore(store).corrections("acme")) == 1
+
+
+def test_the_edit_succeeds_when_the_correction_cannot_be_stored(client, auth, store, monkeypatch):
+    incident = post(client, auth, title=PRINTER)
+
+    def fail(self, correction):
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(ClassifierStore, "add_correction", fail)
+    r = client.put(
+        f"{API}/{incident['id']}", json={"category": "network"}, headers=auth("responder")
+    )
+    assert r.status_code == 200
+    assert r.json()["category"] == "network"

@@ -195,3 +195,16 @@ def test_decide_category_with_the_learned_classifier():
     assert (seed.category, seed.method) == (Category.DATABASE, "rules")
     text_only = decide_category(title="Zertifikat läuft in 3 Tagen ab", predictor=Predictor())
     assert (text_only.category, text_only.method) == (Category.SECURITY, "model")
+
+
+def test_a_failing_corrections_store_does_not_stop_classification():
+    calls = []
+
+    def broken(tenant):
+        calls.append(tenant)
+        raise OSError("database unavailable")
+
+    service = ClassifierService(broken)
+    assert service.predict("acme", "Datenbank-Verbindungs-Timeout", "", [])[0] is Category.DATABASE
+    service.predict("acme", "Datenbank-Verbindungs-Timeout", "", [])
+    assert len(calls) == 2  # retried on next use, not cached as "no corrections"

@@ -210,7 +210,7 @@ def confident_rule_category(names: Iterable[str]) -> Category | None:
     return matched[0] if len(matched) == 1 else None
 
 
-Method = Literal["given", "correction", "rules", "model", "keywords", "default"]
+Method = Literal["correction", "rules", "model", "keywords", "default"]
 
 
 @dataclass(frozen=True, slots=True)

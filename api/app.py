@@ -20,6 +20,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from api.classification import IncidentClassifier
 from api.deps import AppContext
 from api.middleware import BodySizeLimitMiddleware, TimingMiddleware
 from api.prometheus import ApiMetrics
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         await run_in_threadpool(ensure_admin, the_store, settings)
         if engine is not None:
             engine.start()
+        classifier.warm_up()
         try:
             yield
         finally:
@@ -158,6 +160,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         if settings.automation_enabled
         else None
     )
+    classifier = IncidentClassifier.from_settings(settings, the_store)
     app.state.context = AppContext(
         settings=settings,
         store=the_store,
@@ -166,6 +169,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         windows=windows,
         automation=engine,
         automation_actions=named_actions,
+        classifier=classifier,
     )
     handlers: dict[Any, Any] = {
         RequestValidationError: _validation_error,

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
+from api.classification import IncidentClassifier
 from api.prometheus import ApiMetrics
 from connectors.automation_engine import AutomationEngine
 from connectors.store import Store
@@ -36,6 +37,8 @@ class AppContext:
     metrics: ApiMetrics
     windows: WindowReader | None = None
     """Where metric windows are read from: InfluxDB when configured, else the store."""
+    classifier: IncidentClassifier | None = None
+    """Classifies new incidents and learns from category corrections (``api.classification``)."""
     started: float = field(default_factory=monotonic)
     automation: AutomationEngine | None = None
     """The in-process automation engine (``AUTOMATION_ENABLED``), woken after incident changes."""

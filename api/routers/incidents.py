@@ -70,14 +70,26 @@ def create_incident(
 ) -> IncidentOut:
     """201 with a new incident, or 200 with the open one it was folded into (same fingerprint).
 
-    Automation rules run on it in the background (the response does not wait for them)."""
+    Without ``category`` the incident is classified: corrections, confident rules, the learned
+    classifier, keywords, ``other`` (``api.classification``). Automation rules run on it in the
+    background (the response does not wait for them).
+    """
+    category = body.category
+    if category is None and context.classifier is not None:
+        category = context.classifier.classify(
+            tenant=principal.tenant,
+            title=body.title,
+            description=body.description,
+            tags=body.tags,
+            metadata=body.metadata,
+        ).category
     event = IncidentEvent(
         title=body.title,
         description=body.description,
         severity=body.severity,
         source=body.source,
         metadata=body.metadata,
-        category=body.category,
+        category=category,
         fingerprint=body.fingerprint,
         tags=tuple(body.tags),
     )
@@ -154,6 +166,8 @@ def update_incident(
     )
     context.incidents_changed()
     observe_first_acknowledgement(context, before, incident)
+    if incident is not None and body.category is not None and context.classifier is not None:
+        context.classifier.learn_correction(before, incident, actor=principal.username)
     return found(incident, incident_id)
 
 

@@ -12,6 +12,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import connectors.automation_store  # noqa: F401  (registers the automation tables on metadata)
+import connectors.classifier_store  # noqa: F401  (registers its table on the metadata)
 from connectors.store import engine_url, metadata
 
 config = context.config

@@ -1,7 +1,7 @@
 """Automation: rules, firings (a rule fires once per incident), action results, engine cursors.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2024-01-03 00:00:00
 """
 

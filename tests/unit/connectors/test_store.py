@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from hypothesis import given
 from hypothesis import strategies as st
 
+import connectors.classifier_store  # noqa: F401  (its table is part of the schema)
 from connectors.store import (
     MIGRATIONS_DIR,
     IncidentConflict,

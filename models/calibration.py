@@ -182,6 +182,26 @@ def surprisal_score(q: np.ndarray, decades: float) -> np.ndarray:
     return np.clip(np.where(q <= 0.0, 1.0, surprise), 0.0, 1.0) + 0.0
 
 
+MIN_MEMBER_Q = 1e-16
+"""A member's ``q`` is floored here (16 decades of surprisal): beyond double precision's
+resolution of ``1 - q``, and it keeps one member's certainty from outweighing the others."""
+
+
+def weighted_surprisal(qs: np.ndarray, weights: np.ndarray, decades: float) -> np.ndarray:
+    """``sum_k w_k log10(1 / q_k) / decades`` clipped to [0, 1]; members along axis 0.
+
+    Fisher's method adds the members' log p-values; here the secondary members are weighted down
+    (they share data with the primary one, so their evidence is not independent) and the sum is
+    capped at ``decades``, where the score reaches 1.0.
+    """
+    qs = np.asarray(qs, dtype=np.float64)
+    surprise = -np.log10(np.clip(qs, MIN_MEMBER_Q, 1.0))
+    total = np.zeros(qs.shape[1:])
+    for weight, member in zip(np.asarray(weights, dtype=np.float64), surprise, strict=True):
+        total += weight * member  # member by member: the same sum whatever the batch size
+    return np.clip(total / decades, 0.0, 1.0) + 0.0
+
+
 def combine_tail_probabilities(qs: np.ndarray) -> np.ndarray:
     """Bonferroni over members (axis 0): the smallest ``q`` times the member count, at most 1.
 

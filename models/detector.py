@@ -4,9 +4,9 @@
 few hundred series that close together are scored in one vectorised pass (about 100x cheaper per
 window than one PyOD model and one statsmodels ARIMA per series). Per series it holds a float32
 ring of the last ``history`` feature rows, the rows ECOD was last fitted on (sorted per column,
-so a score is a binary search), each member's calibration sample and a few coefficients (13 KB),
+so a score is a binary search), each member's calibration sample and a few coefficients (25 KB),
 and for the ``knn`` member the last ``neighbour_span + max(neighbour_dims)`` window means and
-its last ``neighbour_calibration`` distances per sub-sequence length (12 KB): about 25 KB.
+its last ``neighbour_calibration`` distances per sub-sequence length (12 KB): about 37 KB.
 
 Protocol: ``score_batch(windows)`` scores each window, then learns it, in order. A score uses only
 learned windows plus the scored one. ``SingleSeriesDetector`` offers the one-series
@@ -24,9 +24,13 @@ history (``models.calibration``):
   residuals (refitted every ``forecast_refit_every`` windows); a robust z-score when ARIMA is
   unusable.
 
-The ensemble score is ``surprisal_score`` of the Bonferroni-combined ``q`` (1.0 = a
-1-in-10^``score_decades`` window), damped unless it exceeds the series' recent scores (see
-``DetectorConfig.onset_window``); the per-member components are ``1 - q``.
+The ensemble score is the members' weighted surprisal ``sum_k w_k log10(1 / q_k)`` over
+``score_decades``, capped at 1.0 (``models.calibration.weighted_surprisal``): ``knn`` counts fully,
+``ecod`` and ``arima`` with weight 0.3 (``DetectorConfig.member_weights``, scaled so that the
+strongest configured member has weight 1). A pattern change alone can raise an alarm; a value or
+forecast surprise needs to be extreme, or to come with an unusual pattern. The score is damped
+unless it exceeds the series' recent scores (see ``DetectorConfig.onset_window``); the per-member
+components are ``1 - q``.
 """
 
 from __future__ import annotations
@@ -41,11 +45,10 @@ from incidents.schemas import WindowAggregate
 from models.calibration import (
     DEFAULT_TAIL_FRACTION,
     TailTable,
-    combine_tail_probabilities,
     confidence,
     fit_tail,
-    surprisal_score,
     tail_probability_of,
+    weighted_surprisal,
 )
 from models.ecod import ecod_scores, ecod_training_scores
 from models.features import FEATURE_DTYPE, FEATURE_NAMES, MEAN, window_features
@@ -62,6 +65,7 @@ from models.forecast import (
 from models.neighbours import nearest_distances
 
 MEMBERS = ("knn", "ecod", "arima")
+MEMBER_WEIGHTS: tuple[tuple[str, float], ...] = (("knn", 1.0), ("ecod", 0.3), ("arima", 0.3))
 MIN_ECOD_SCALE = 1e-6
 NO_FORECAST, ARIMA, ROBUST_LEVEL = 0, 1, 2
 
@@ -71,18 +75,22 @@ Scored = tuple[float, dict[str, float]]
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
-    """Knobs of the detector; the defaults keep about 25 KB of state per series (13 KB without
+    """Knobs of the detector; the defaults keep about 37 KB of state per series (25 KB without
     the ``knn`` member).
 
     ARIMA is refitted less often than ECOD: its calibration sample changes more slowly.
     """
 
-    history: int = 256
+    history: int = 512
+    """Feature rows ECOD is fitted on and ARIMA residuals are calibrated on: with 256, a daily
+    cycle of 5-minute data (288 windows) did not fit, and every day's regular peak was news."""
     refit_every: int = 32
     forecast_refit_every: int = 64
     min_history: int = 24
     members: tuple[str, ...] = MEMBERS
     tail_fraction: float = DEFAULT_TAIL_FRACTION
+    member_weights: tuple[tuple[str, float], ...] = MEMBER_WEIGHTS
+    """Each member's weight in the ensemble's surprisal sum (see the module docstring)."""
     score_decades: float = 4.0
     neighbour_dims: tuple[int, ...] = (5, 20)
     """Sub-sequence lengths of the ``knn`` member (one calibrated distance each)."""
@@ -114,6 +122,14 @@ class DetectorConfig:
             problems.append("refit intervals must be >= 1")
         if not 0.0 < self.tail_fraction < 1.0:
             problems.append("tail_fraction must be in (0, 1)")
+        weights = dict(self.member_weights)
+        missing = [m for m in self.members if m in MEMBERS and m not in weights]
+        if missing:
+            problems.append(f"member_weights lacks {missing}")
+        elif self.members and not max((weights.get(m, 0.0) for m in self.members), default=0) > 0:
+            problems.append("member_weights must give some member a positive weight")
+        if any(w < 0 for w in weights.values()):
+            problems.append("member_weights must not be negative")
         if self.score_decades <= 0.0:
             problems.append("score_decades must be > 0")
         if not self.neighbour_dims or min(self.neighbour_dims) < 1:
@@ -190,6 +206,13 @@ class DetectorBank:
     def __len__(self) -> int:
         return len(self.index)
 
+    @property
+    def weights(self) -> np.ndarray:
+        """The configured members' weights, the strongest scaled to 1."""
+        given = dict(self.config.member_weights)
+        weights = np.array([given[m] for m in self.config.members], dtype=np.float64)
+        return weights / weights.max()
+
     def learned(self, series: str) -> int:
         row = self.index.get(series)
         return 0 if row is None else int(self.total[row])
@@ -246,7 +269,7 @@ class DetectorBank:
                 qs[k, warm] = self._neighbour_q(rows[warm], distances[warm])
             else:
                 qs[k, warm] = self._forecast_q(rows[warm], features[warm, MEAN], residual[warm])
-        raw = surprisal_score(combine_tail_probabilities(qs), config.score_decades)
+        raw = weighted_surprisal(qs, self.weights, config.score_decades)
         scores = self._at_onset(rows, raw)
         components = np.zeros_like(qs)
         components[:, warm] = confidence(qs[:, warm])

@@ -455,9 +455,9 @@ def test_pickled_size_stays_bounded() -> None:
     for i in range(300):
         bank.score_batch([w[i] for w in per_series])
     size_at_300 = len(pickle.dumps(bank))
-    # The module documents about 25 KB per series: ECOD's ring and sorted training rows, two
+    # The module documents about 37 KB per series: ECOD's ring and sorted training rows, two
     # calibration samples, the knn member's value ring and distance rings, some coefficients.
-    assert size_at_300 < 26_000 * count  # knn keeps 1,020 values + 2 x 1,000 distances
+    assert size_at_300 < 38_000 * count  # knn keeps 1,020 values + 2 x 1,000 distances
     for i in range(300, 600):
         bank.learn([w[i] for w in per_series])
     assert len(pickle.dumps(bank)) <= size_at_300 + 64

@@ -32,12 +32,15 @@ from api.routers import (
     health,
     incidents,
     metrics,
+    remediations,
     silences,
     webhooks,
 )
 from connectors.automation_engine import AutomationEngine
+from connectors.remediation_runner import Remediator
 from connectors.store import IncidentConflict, Store
 from incidents import __version__
+from incidents.automation import ActionType
 from incidents.config import Settings, get_settings
 from incidents.interfaces import WindowReader
 from incidents.records import Role, User
@@ -140,6 +143,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                 await run_in_threadpool(engine.stop)
             if windows is not None:
                 windows.close()
+            remediator.close()
             if owns_store:
                 the_store.close()
 
@@ -160,6 +164,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         if settings.automation_enabled
         else None
     )
+    remediator = Remediator(the_store, settings.remediation_catalogue)
+    if engine is not None:
+        engine.dispatcher.register(ActionType.REMEDIATE, remediator.execute_action)
     classifier = IncidentClassifier.from_settings(settings, the_store)
     app.state.context = AppContext(
         settings=settings,
@@ -170,6 +177,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         automation=engine,
         automation_actions=named_actions,
         classifier=classifier,
+        remediator=remediator,
     )
     handlers: dict[Any, Any] = {
         RequestValidationError: _validation_error,
@@ -192,6 +200,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         silences,
         webhooks,
         automation,
+        remediations,
     ):
         app.include_router(module.router)
     return app

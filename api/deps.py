@@ -15,6 +15,7 @@ from fastapi.security import OAuth2PasswordBearer
 from api.classification import IncidentClassifier
 from api.prometheus import ApiMetrics
 from connectors.automation_engine import AutomationEngine
+from connectors.remediation_runner import Remediator
 from connectors.store import Store
 from incidents.config import Settings
 from incidents.interfaces import WindowReader
@@ -44,6 +45,8 @@ class AppContext:
     """The in-process automation engine (``AUTOMATION_ENABLED``), woken after incident changes."""
     automation_actions: dict[str, Any] = field(default_factory=dict)
     """Named action definitions from ``AUTOMATION_ACTIONS``."""
+    remediator: Remediator | None = None
+    """Runs the remediations of ``REMEDIATIONS`` (API and automation rules alike)."""
 
     def incidents_changed(self) -> None:
         if self.automation is not None:

@@ -75,6 +75,10 @@ class ActionOutcome(StrEnum):
     OK = "ok"
     ERROR = "error"
     NOT_CONFIGURED = "not_configured"
+    PENDING_APPROVAL = "pending_approval"
+    """A remediation waits for a responder; its run's own outcome is recorded when it runs."""
+    DRY_RUN = "dry_run"
+    """A remediation was planned and validated, nothing ran."""
 
 
 def _http_url(url: object, what: str) -> str:

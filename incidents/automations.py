@@ -155,11 +155,15 @@ class AutoResponseEngine:
         Firing once per incident is the engine's bookkeeping (``connectors.automation_engine``);
         this only evaluates the conditions.
         """
+        return [planned for _, planned in self.planned_by_rule(incident)]
+
+    def planned_by_rule(self, incident: Incident) -> list[tuple[AutomationRule, PlannedAction]]:
+        """Like ``actions_for``, each action with the rule it comes from."""
         if is_silenced(incident):
             return []
         view = incident_view(incident)
-        planned: list[PlannedAction] = []
+        planned: list[tuple[AutomationRule, PlannedAction]] = []
         for rule in self.rules():
             if rule.enabled and rule.compiled.matches(view):
-                planned.extend(plan_actions(rule, self.named_actions))
+                planned.extend((rule, action) for action in plan_actions(rule, self.named_actions))
         return planned

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     """Named action definitions: a JSON object ``{"notify_dba": {"type": "email", …}}`` or the
     path of a file holding one."""
 
+    remediations: str | None = None
+    """Named remediations (``incidents.remediation``): a JSON object
+    ``{"allowed_commands": [...], "remediations": {name: {...}}}`` or the path of a file."""
+
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65_535)
     smtp_user: str | None = None
@@ -137,6 +141,20 @@ class Settings(BaseSettings):
         if not self.automation_actions or not self.automation_actions.strip():
             return {}
         return load_named_actions(self.automation_actions)
+
+    @field_validator("remediations")
+    @classmethod
+    def _valid_remediations(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            load_remediations(value)  # refuses a bad definition at start, with its reason
+        return value
+
+    @property
+    def remediation_catalogue(self) -> dict[str, Any]:
+        """The parsed ``REMEDIATIONS`` (name -> ``incidents.remediation.Remediation``)."""
+        if not self.remediations or not self.remediations.strip():
+            return {}
+        return load_remediations(self.remediations)
 
     @property
     def detector_member_names(self) -> tuple[str, ...]:
@@ -202,6 +220,9 @@ class Settings(BaseSettings):
             elif name == "automation_actions":
                 # Definitions may hold webhook tokens: show only each name's action type.
                 view[name] = {n: str(a.type) for n, a in self.named_actions.items()}
+            elif name == "remediations":
+                # Header values may be tokens: show only each remediation's kind.
+                view[name] = {n: r.kind for n, r in self.remediation_catalogue.items()}
             else:
                 view[name] = value
         return view
@@ -226,6 +247,39 @@ def load_named_actions(value: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError("AUTOMATION_ACTIONS must be a JSON object of name -> action")
     return parse_named_actions(raw)
+
+
+def _json_setting(value: str, setting: str) -> Any:
+    """Inline JSON (starts with ``{``) or the path of a JSON file, as a JSON object."""
+    import json
+
+    text = value.strip()
+    if not text.startswith("{"):
+        try:
+            text = Path(text).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{setting} file cannot be read: {exc}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{setting} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{setting} must be a JSON object")
+    return raw
+
+
+def is_executable_file(path: str) -> bool:
+    """An allowed remediation command must exist as a regular file we may execute."""
+    import os
+
+    return os.path.isabs(path) and os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def load_remediations(value: str) -> dict[str, Any]:
+    """``REMEDIATIONS``: inline JSON or the path of a JSON file (see ``incidents.remediation``)."""
+    from incidents.remediation import parse_remediations
+
+    return parse_remediations(_json_setting(value, "REMEDIATIONS"), is_executable_file)
 
 
 @dataclass

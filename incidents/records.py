@@ -81,6 +81,15 @@ class TimelineType(StrEnum):
     """An automation rule matched; ``details`` name the rule and the planned actions."""
     ACTION = "action"
     """One automated action ran (or could not); ``details.outcome`` is ok/error/not_configured."""
+    REMEDIATION_REQUESTED = "remediation_requested"
+    """A remediation run was asked for (``details``: run id, remediation, plan, dry_run)."""
+    REMEDIATION_APPROVED = "remediation_approved"
+    REMEDIATION_REJECTED = "remediation_rejected"
+    REMEDIATION_STARTED = "remediation_started"
+    REMEDIATION_SUCCEEDED = "remediation_succeeded"
+    REMEDIATION_FAILED = "remediation_failed"
+    REMEDIATION_REFUSED = "remediation_refused"
+    """Not run: the circuit breaker was open or a substituted value was refused."""
 
 
 @dataclass(slots=True)

@@ -44,6 +44,12 @@ PROTECTED = [
     ("GET", "/api/v1/automation/rules/{rule_id}", Role.VIEWER),
     ("PUT", "/api/v1/automation/rules/{rule_id}", Role.RESPONDER),
     ("DELETE", "/api/v1/automation/rules/{rule_id}", Role.RESPONDER),
+    ("POST", "/api/v1/incidents/{incident_id}/remediate", Role.RESPONDER),
+    ("GET", "/api/v1/remediations", Role.VIEWER),
+    ("GET", "/api/v1/remediations/runs", Role.VIEWER),
+    ("GET", "/api/v1/remediations/runs/{run_id}", Role.VIEWER),
+    ("POST", "/api/v1/remediations/runs/{run_id}/approve", Role.RESPONDER),
+    ("POST", "/api/v1/remediations/runs/{run_id}/reject", Role.RESPONDER),
 ]
 PUBLIC = {("POST", TOKEN_URL), ("GET", "/health"), ("GET", "/health/database"), ("GET", "/metrics")}
 ROLES_BY_RANK = [Role.VIEWER, Role.RESPONDER, Role.ADMIN]
@@ -54,6 +60,7 @@ def url(path: str) -> str:
         path.replace("{incident_id}", SOME_ID)
         .replace("{silence_id}", SOME_ID)
         .replace("{rule_id}", SOME_ID)
+        .replace("{run_id}", SOME_ID)
     )
 
 

@@ -3,7 +3,8 @@
 
 Startup (lifespan): migrate the schema, make sure the admin account from
 ``ADMIN_USERNAME``/``ADMIN_PASSWORD`` exists with that password, then start the in-process
-automation engine (unless ``AUTOMATION_ENABLED=false``).
+automation engine with its escalation timers (unless ``AUTOMATION_ENABLED=false``: then
+``incidents automate`` runs them in a process of their own).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from api.routers import (
     analytics,
     auth,
     automation,
+    escalation,
     health,
     incidents,
     metrics,
@@ -36,6 +38,7 @@ from api.routers import (
     webhooks,
 )
 from connectors.automation_engine import AutomationEngine
+from connectors.escalation import attach_escalation
 from connectors.store import IncidentConflict, Store
 from incidents import __version__
 from incidents.config import Settings, get_settings
@@ -160,6 +163,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         if settings.automation_enabled
         else None
     )
+    if engine is not None:
+        attach_escalation(engine)  # escalation timers run with the engine
     classifier = IncidentClassifier.from_settings(settings, the_store)
     app.state.context = AppContext(
         settings=settings,
@@ -192,6 +197,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         silences,
         webhooks,
         automation,
+        escalation,
     ):
         app.include_router(module.router)
     return app

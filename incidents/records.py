@@ -81,6 +81,14 @@ class TimelineType(StrEnum):
     """An automation rule matched; ``details`` name the rule and the planned actions."""
     ACTION = "action"
     """One automated action ran (or could not); ``details.outcome`` is ok/error/not_configured."""
+    ESCALATION_STARTED = "escalation_started"
+    """An escalation policy started for the incident; ``details`` name it and its levels."""
+    ESCALATION_LEVEL = "escalation_level"
+    """A level of an escalation fired (its actions follow as ``action`` entries)."""
+    ESCALATION_CANCELLED = "escalation_cancelled"
+    """Acknowledging or resolving stopped an escalation before its last level."""
+    ESCALATION_COMPLETED = "escalation_completed"
+    """The last level of an escalation fired."""
 
 
 @dataclass(slots=True)

@@ -44,6 +44,11 @@ PROTECTED = [
     ("GET", "/api/v1/automation/rules/{rule_id}", Role.VIEWER),
     ("PUT", "/api/v1/automation/rules/{rule_id}", Role.RESPONDER),
     ("DELETE", "/api/v1/automation/rules/{rule_id}", Role.RESPONDER),
+    ("POST", "/api/v1/escalation/policies", Role.RESPONDER),
+    ("GET", "/api/v1/escalation/policies", Role.VIEWER),
+    ("GET", "/api/v1/escalation/policies/{policy}", Role.VIEWER),
+    ("PUT", "/api/v1/escalation/policies/{policy}", Role.RESPONDER),
+    ("DELETE", "/api/v1/escalation/policies/{policy}", Role.RESPONDER),
 ]
 PUBLIC = {("POST", TOKEN_URL), ("GET", "/health"), ("GET", "/health/database"), ("GET", "/metrics")}
 ROLES_BY_RANK = [Role.VIEWER, Role.RESPONDER, Role.ADMIN]
@@ -54,6 +59,7 @@ def url(path: str) -> str:
         path.replace("{incident_id}", SOME_ID)
         .replace("{silence_id}", SOME_ID)
         .replace("{rule_id}", SOME_ID)
+        .replace("{policy}", SOME_ID)
     )
 
 

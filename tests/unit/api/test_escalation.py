@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from connectors.automation_store import AutomationStore
+
 POLICIES = "/api/v1/escalation/policies"
 SOME_ID = "0b6f1f9e-3f55-4c55-9d55-2f1b7c1d9a01"
 
@@ -172,7 +174,13 @@ def test_bad_names_are_422(client, auth):
 
 
 def two_level_setup(client, auth, webhook_url: str) -> None:
-    """Escalation policy with webhooks after 0.5 s and 1.5 s, and a rule that starts it."""
+    """Escalation policy with webhooks after 0.5 s and 1.5 s, and a rule that starts it (once
+    the engine has made its first pass: it starts at the newest timeline entry)."""
+    engine = client.app.state.context.automation
+    wait_until(
+        lambda: AutomationStore(engine.store).cursor(engine.name) is not None,
+        what="the engine's first pass",
+    )
     body = {
         "name": "oncall",
         "levels": [

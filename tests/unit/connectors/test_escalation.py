@@ -53,15 +53,15 @@ def make_engine(store):
         engine.stop()
 
 
-def two_levels(server_url: str):
+def two_levels(server_url: str, first: float = LEVEL_1_S, second: float = LEVEL_2_S):
     return parse_levels(
         [
             {
-                "after_seconds": LEVEL_1_S,
+                "after_seconds": first,
                 "actions": [{"type": "webhook", "url": f"{server_url}/1"}],
             },
             {
-                "after_seconds": LEVEL_2_S,
+                "after_seconds": second,
                 "actions": [{"type": "webhook", "url": f"{server_url}/2"}],
             },
         ],
@@ -69,10 +69,10 @@ def two_levels(server_url: str):
     )
 
 
-def setup_escalation(store: Store, server_url: str, tenant: str = "acme"):
+def setup_escalation(store: Store, server_url: str, tenant: str = "acme", **times):
     """A policy with two webhook levels and a rule that starts it for critical incidents."""
     policy = EscalationStore(store).create_policy(
-        tenant, name="oncall", levels=two_levels(server_url), actor="t"
+        tenant, name="oncall", levels=two_levels(server_url, **times), actor="t"
     )
     AutomationStore(store).create_rule(
         tenant,
@@ -99,6 +99,13 @@ def wait_until(predicate, timeout_s: float = 10.0):
             return value
         time.sleep(0.02)
     return predicate()
+
+
+def start(engine: AutomationEngine) -> None:
+    """Start and wait for the engine's first pass: a first start begins at the newest timeline
+    entry, so an incident created before that pass would be skipped."""
+    engine.start()
+    assert wait_until(lambda: AutomationStore(engine.store).cursor(engine.name) is not None)
 
 
 def entries(store, incident_id, kind, tenant="acme"):
@@ -141,7 +148,7 @@ def test_policies_are_stored_per_tenant_by_unique_name(store):
 def test_both_levels_fire_in_order_when_nobody_acknowledges(store, make_engine, webhook_server):
     policy = setup_escalation(store, webhook_server.url)
     engine = make_engine()
-    engine.start()
+    start(engine)
     started = time.monotonic()
     incident = create_incident(store)
     engine.wake()
@@ -183,7 +190,7 @@ def test_both_levels_fire_in_order_when_nobody_acknowledges(store, make_engine, 
 def test_acknowledging_after_level_one_cancels_level_two(store, make_engine, webhook_server):
     setup_escalation(store, webhook_server.url)
     engine = make_engine()
-    engine.start()
+    start(engine)
     incident = create_incident(store)
     engine.wake()
 
@@ -209,7 +216,7 @@ def test_the_dataflow_auto_resolving_the_incident_cancels_its_escalation(
 ):
     setup_escalation(store, webhook_server.url)
     engine = make_engine()
-    engine.start()
+    start(engine)
     series = "cpu,host=a usage_user"
 
     def update(kind, i):
@@ -278,21 +285,22 @@ def test_a_level_fires_once_and_a_late_level_brings_the_earlier_ones(store, webh
 
 
 def test_a_pending_level_survives_a_restart_and_fires_once(store, make_engine, webhook_server):
-    setup_escalation(store, webhook_server.url)
+    level_2_s = 2.5  # more room than 1.5 s to stop the first engine in between on a busy machine
+    setup_escalation(store, webhook_server.url, second=level_2_s)
     first = make_engine()
-    first.start()
+    start(first)
     started = time.monotonic()
     incident = create_incident(store)
     first.wake()
     assert [r.path for r in webhook_server.wait_for(1, timeout_s=5)] == ["/1"]
     first.stop()  # the process goes away before level 2 is due
-    assert time.monotonic() - started < LEVEL_2_S, "level 1 came too late for this test"
+    assert time.monotonic() - started < level_2_s, "level 1 came too late for this test"
     assert job_count(store) == 1
-    time.sleep(max(0.0, started + LEVEL_2_S + 0.3 - time.monotonic()))
+    time.sleep(max(0.0, started + level_2_s + 0.3 - time.monotonic()))
     assert paths(webhook_server) == ["/1"]  # nobody ran it while the process was down
 
     second = make_engine()  # a new process on the same database: the job store has level 2
-    second.start()
+    start(second)
     received = webhook_server.wait_for(2, timeout_s=5)
     assert [r.path for r in received] == ["/1", "/2"]
     assert wait_until(lambda: entries(store, incident.id, TimelineType.ESCALATION_COMPLETED))
@@ -310,7 +318,7 @@ def test_an_unknown_policy_is_recorded_as_not_configured(store, make_engine):
         actions=[parse_action({"type": "escalate", "policy": "missing"})],
     )
     engine = make_engine()
-    engine.start()
+    start(engine)
     incident = create_incident(store)
     engine.wake()
     [action] = wait_until(lambda: entries(store, incident.id, TimelineType.ACTION))

@@ -331,3 +331,18 @@ def test_the_job_table_is_the_migrations(store):
     with store.engine.connect() as conn:
         columns = {c["name"] for c in sa.inspect(conn).get_columns("escalation_jobs")}
     assert columns == {"id", "next_run_time", "job_state"}
+
+
+def test_a_running_escalation_without_jobs_gets_them_back_at_start(
+    store, make_engine, webhook_server
+):
+    """A crash between recording an escalation and scheduling it: the next start schedules it."""
+    policy = EscalationStore(store).create_policy(
+        "acme", name="oncall", levels=two_levels(webhook_server.url, first=0.0, second=0.2)
+    )
+    incident = create_incident(store)
+    EscalationStore(store).start(incident, policy, source={"rule": "manual"})
+    assert job_count(store) == 0
+    start(make_engine())
+    assert [r.path for r in webhook_server.wait_for(2, timeout_s=5)] == ["/1", "/2"]
+    assert wait_until(lambda: entries(store, incident.id, TimelineType.ESCALATION_COMPLETED))

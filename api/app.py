@@ -3,7 +3,8 @@
 
 Startup (lifespan): migrate the schema, make sure the admin account from
 ``ADMIN_USERNAME``/``ADMIN_PASSWORD`` exists with that password, then start the in-process
-automation engine (unless ``AUTOMATION_ENABLED=false``).
+automation engine with its escalation timers (unless ``AUTOMATION_ENABLED=false``: then
+``incidents automate`` runs them in a process of their own).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from api.routers import (
     analytics,
     auth,
     automation,
+    escalation,
     health,
     incidents,
     metrics,
@@ -37,6 +39,7 @@ from api.routers import (
     webhooks,
 )
 from connectors.automation_engine import AutomationEngine
+from connectors.escalation import attach_escalation
 from connectors.remediation_runner import Remediator
 from connectors.store import IncidentConflict, Store
 from incidents import __version__
@@ -167,6 +170,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     remediator = Remediator(the_store, settings.remediation_catalogue)
     if engine is not None:
         engine.dispatcher.register(ActionType.REMEDIATE, remediator.execute_action)
+        attach_escalation(engine)  # escalation timers run with the engine
     classifier = IncidentClassifier.from_settings(settings, the_store)
     app.state.context = AppContext(
         settings=settings,
@@ -201,6 +205,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         webhooks,
         automation,
         remediations,
+        escalation,
     ):
         app.include_router(module.router)
     return app

@@ -24,6 +24,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -46,6 +47,17 @@ log = logging.getLogger(__name__)
 BATCH = 500
 LOOKBACK_EVENTS = 1_000
 ERROR_BACKOFF_S = 5.0
+
+
+class EngineCompanion(Protocol):
+    """Something that runs with the engine (escalation timers): started before the engine's
+    thread, stopped after its actions drained, and told about every timeline change it reads."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def on_change(self, change: IncidentChange) -> None: ...
 
 
 class AutomationEngine:
@@ -76,12 +88,19 @@ class AutomationEngine:
         self._cursor: int | None = None
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._lookback = store.dialect == "postgresql"
+        self._companions: list[EngineCompanion] = []
+
+    def attach(self, companion: EngineCompanion) -> None:
+        """Run ``companion`` with this engine (call before ``start``)."""
+        self._companions.append(companion)
 
     # -- running -----------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._thread is not None:
             return
+        for companion in self._companions:
+            companion.start()
         self._thread = threading.Thread(target=self._loop, name="automation-engine", daemon=True)
         self._thread.start()
 
@@ -97,6 +116,8 @@ class AutomationEngine:
             self._thread.join(timeout=timeout_s)
             self._thread = None
         self.drain(timeout_s)
+        for companion in self._companions:
+            companion.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.dispatcher.close()
 
@@ -151,12 +172,20 @@ class AutomationEngine:
             tenant_rules = by_tenant.get(change.tenant)
             if tenant_rules:
                 self.process_change(change, tenant_rules)
+            self._tell_companions(change)
             self._remember(change.event_id)
         newest = max(c.event_id for c in changes)
         if newest > cursor:
             self._cursor = newest
             self.automation.set_cursor(self.name, newest)
         return len(changes)
+
+    def _tell_companions(self, change: IncidentChange) -> None:
+        for companion in self._companions:
+            try:
+                companion.on_change(change)
+            except Exception:  # one companion's failure must not hold up the rules
+                log.exception("automation companion failed on event %s", change.event_id)
 
     def _remember(self, event_id: int) -> None:
         if not self._lookback:

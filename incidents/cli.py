@@ -171,6 +171,52 @@ def _cmd_api(args: argparse.Namespace) -> int:
     return subprocess.call(_api_argv(settings.api_host, settings.api_port))
 
 
+def _cmd_automate(args: argparse.Namespace) -> int:
+    """The automation engine (rules + escalation timers) as a process of its own, until SIGINT
+    or SIGTERM (what ``incidents run`` starts outside local mode)."""
+    import logging
+    import threading
+
+    from connectors.automation_process import run_automation
+    from incidents.config import Settings
+
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for chatty in ("httpx", "httpcore"):  # they log whole URLs; webhook URLs may carry secrets
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    def ready() -> None:
+        wake = "the incidents topic and " if settings.uses_kafka else ""
+        print(
+            f"automation engine running (rules, escalation timers); following {wake}the "
+            "incidents' timeline in the store",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    run_automation(settings, stop, ready)
+    print("automation engine stopped", file=sys.stderr)
+    return 0
+
+
+def automation_in_own_process(environment: str) -> bool:
+    """Outside local mode the automation engine is ``incidents automate``, not part of the API."""
+    return environment != "local"
+
+
+def _automate_argv() -> list[str]:
+    return [sys.executable, "-m", "incidents", "automate"]
+
+
 def _ensure_admin_password(env: dict[str, str], var_dir: Path) -> str | None:
     """Generate an admin password when none is configured; returns it only when generated."""
     if env.get("ADMIN_PASSWORD"):
@@ -199,7 +245,8 @@ def _wait_for_api(url: str, timeout_s: float, procs: Sequence[subprocess.Popen])
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    """Run dataflow + API together until Ctrl-C (the local quick start)."""
+    """Run dataflow + API together until Ctrl-C (the local quick start); outside local mode
+    also ``incidents automate`` (and the API without its in-process engine)."""
     from connectors.store import Store
     from incidents.config import Settings
 
@@ -236,11 +283,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     generated = _ensure_admin_password(env, Path("var"))
 
     base = f"http://{settings.api_host}:{settings.api_port}"
-    api = subprocess.Popen(_api_argv(settings.api_host, settings.api_port), env=env)
+    separate_automation = automation_in_own_process(args.environment)
+    api_env = {**env, "AUTOMATION_ENABLED": "false"} if separate_automation else env
+    api = subprocess.Popen(_api_argv(settings.api_host, settings.api_port), env=api_env)
     recovery = _prepare_recovery(_recovery_dir(args, args.environment))
     flow_argv = _dataflow_argv(args.workers, recovery, args.snapshot_interval)
     flow = subprocess.Popen(flow_argv, env=env)
     procs = [api, flow]
+    if separate_automation:  # outside local mode the engine is a process of its own
+        procs.append(subprocess.Popen(_automate_argv(), env=env))
 
     def stop(*_: object) -> None:
         for p in procs:
@@ -352,6 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = sub.add_parser("api", help="run only the API server")
     api.set_defaults(func=_cmd_api)
+
+    automate = sub.add_parser(
+        "automate",
+        help="run the automation engine (rules, escalation timers) as its own process",
+    )
+    automate.set_defaults(func=_cmd_automate)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(func=_cmd_migrate)

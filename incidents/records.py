@@ -90,6 +90,14 @@ class TimelineType(StrEnum):
     REMEDIATION_FAILED = "remediation_failed"
     REMEDIATION_REFUSED = "remediation_refused"
     """Not run: the circuit breaker was open or a substituted value was refused."""
+    ESCALATION_STARTED = "escalation_started"
+    """An escalation policy started for the incident; ``details`` name it and its levels."""
+    ESCALATION_LEVEL = "escalation_level"
+    """A level of an escalation fired (its actions follow as ``action`` entries)."""
+    ESCALATION_CANCELLED = "escalation_cancelled"
+    """Acknowledging or resolving stopped an escalation before its last level."""
+    ESCALATION_COMPLETED = "escalation_completed"
+    """The last level of an escalation fired."""
 
 
 @dataclass(slots=True)

@@ -184,6 +184,7 @@ def acknowledge_incident(
     if before is None:
         raise not_found(incident_id)
     incident = store.acknowledge(principal.tenant, str(incident_id), actor=principal.username)
+    context.incidents_changed()  # the engine cancels running escalations now, not at its poll
     observe_first_acknowledgement(context, before, incident)
     return found(incident, incident_id)
 
@@ -192,14 +193,15 @@ def acknowledge_incident(
 def resolve_incident(
     incident_id: IncidentId,
     principal: Responder,
-    store: StoreDep,
+    context: Context,
     body: Annotated[ResolveRequest | None, Body()] = None,
 ) -> IncidentOut:
     """Resolve, with an optional ``{"resolution": "…"}``; resolving again changes nothing."""
     resolution = body.resolution if body is not None else None
-    incident = store.resolve(
+    incident = context.store.resolve(
         principal.tenant, str(incident_id), actor=principal.username, resolution=resolution
     )
+    context.incidents_changed()
     return found(incident, incident_id)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 import connectors.automation_store  # noqa: F401  (registers the automation tables on metadata)
 import connectors.classifier_store  # noqa: F401  (registers its table on the metadata)
+import connectors.escalation_store  # noqa: F401  (registers the escalation tables)
 from connectors.store import engine_url, metadata
 
 config = context.config

@@ -50,6 +50,11 @@ PROTECTED = [
     ("GET", "/api/v1/remediations/runs/{run_id}", Role.VIEWER),
     ("POST", "/api/v1/remediations/runs/{run_id}/approve", Role.RESPONDER),
     ("POST", "/api/v1/remediations/runs/{run_id}/reject", Role.RESPONDER),
+    ("POST", "/api/v1/escalation/policies", Role.RESPONDER),
+    ("GET", "/api/v1/escalation/policies", Role.VIEWER),
+    ("GET", "/api/v1/escalation/policies/{policy}", Role.VIEWER),
+    ("PUT", "/api/v1/escalation/policies/{policy}", Role.RESPONDER),
+    ("DELETE", "/api/v1/escalation/policies/{policy}", Role.RESPONDER),
 ]
 PUBLIC = {("POST", TOKEN_URL), ("GET", "/health"), ("GET", "/health/database"), ("GET", "/metrics")}
 ROLES_BY_RANK = [Role.VIEWER, Role.RESPONDER, Role.ADMIN]
@@ -61,6 +66,7 @@ def url(path: str) -> str:
         .replace("{silence_id}", SOME_ID)
         .replace("{rule_id}", SOME_ID)
         .replace("{run_id}", SOME_ID)
+        .replace("{policy}", SOME_ID)
     )
 
 

@@ -68,7 +68,14 @@ def test_missing_input_file_is_a_clear_error(tmp_path, capsys):
 
 def test_parser_knows_the_documented_subcommands():
     parser = build_parser()
-    for argv in (["run"], ["dataflow"], ["api"], ["migrate"], ["simulate", "--output", "x"]):
+    for argv in (
+        ["run"],
+        ["dataflow"],
+        ["api"],
+        ["automate"],
+        ["migrate"],
+        ["simulate", "--output", "x"],
+    ):
         assert parser.parse_args(argv).command == argv[0]
     with pytest.raises(SystemExit):
         parser.parse_args(["score"])

@@ -967,14 +967,14 @@ def detector_costs(sc: Scenario, sample: int, windows: int) -> dict[str, Any]:
     """Per-window cost of the real detector on one shard's worth of series (``sample`` series
     whose windows close together, scored as one batch per step, as the dataflow does) and its
     pickled size per series, on the scenario's kind of data, in this process."""
-    from models.detector import DetectorConfig, build_bank
+    from models.detector import build_bank
 
-    config = DetectorConfig()
+    config = configured_detector()
     rng = np.random.default_rng(sc.seed + 1)
     inputs = [
         [replace(agg, series=f"s{i}") for agg in _windows(sc, rng, windows)] for i in range(sample)
     ]
-    shard = ShardDetectors(build_bank(), 0.95)
+    shard = ShardDetectors(build_bank(config), 0.95)
     per_window_ms = np.zeros(windows)
     size_m = 0
     for w in range(windows):
@@ -1001,6 +1001,14 @@ def detector_costs(sc: Scenario, sample: int, windows: int) -> dict[str, Any]:
     }
 
 
+def configured_detector() -> Any:
+    """The detector configuration the dataflow runs with (``DETECTOR_MEMBERS``)."""
+    from incidents.config import Settings
+    from models.detector import DetectorConfig
+
+    return DetectorConfig(members=Settings().detector_member_names)
+
+
 def _windows(sc: Scenario, rng: np.random.Generator, n: int) -> list[WindowAggregate]:
     """``n`` consecutive windows of one series of the scenario's kind (mean 5..60, noise sd)."""
     base, sd = rng.uniform(5, 60), rng.uniform(0.5, 2.0)
@@ -1024,8 +1032,9 @@ def state_memory(sc: Scenario, sample: int) -> dict[str, Any]:
 
     from models.detector import build_bank
 
+    config = configured_detector()
     rng = np.random.default_rng(sc.seed + 2)
-    warm = build_bank()
+    warm = build_bank(config)
     for agg in _windows(sc, rng, sc.windows_per_series + 40):
         warm.score_batch([agg])
     inputs = [
@@ -1035,7 +1044,7 @@ def state_memory(sc: Scenario, sample: int) -> dict[str, Any]:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    bank = build_bank()
+    bank = build_bank(config)
     for w in range(sc.windows_per_series):
         bank.score_batch([series[w] for series in inputs])
     gc.collect()

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 LOOKBACK_EVENTS = 1_000
+ORIGIN_SUFFIX = ":origin"
+"""The cursor named ``<engine>:origin`` keeps where the engine first started: the look-back never
+reaches before it (history from before the first start is not replayed, on any restart)."""
 ERROR_BACKOFF_S = 5.0
 
 
@@ -86,6 +89,7 @@ class AutomationEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cursor: int | None = None
+        self._floor = 0
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._lookback = store.dialect == "postgresql"
         self._companions: list[EngineCompanion] = []
@@ -148,17 +152,21 @@ class AutomationEngine:
 
     def _start_cursor(self) -> int:
         if self._cursor is None:
+            origin_name = f"{self.name}{ORIGIN_SUFFIX}"
             stored = self.automation.cursor(self.name)
             if stored is None:
                 stored = self.automation.last_event_id()
+                self.automation.set_cursor(origin_name, stored)
                 self.automation.set_cursor(self.name, stored)
+            origin = self.automation.cursor(origin_name)
+            self._floor = origin if origin is not None else 0
             self._cursor = stored
         return self._cursor
 
     def run_once(self) -> int:
         """Process the changes after the cursor (one batch); returns how many were new."""
         cursor = self._start_cursor()
-        since = max(cursor - LOOKBACK_EVENTS, 0) if self._lookback else cursor
+        since = max(cursor - LOOKBACK_EVENTS, self._floor) if self._lookback else cursor
         changes = [
             c for c in self.automation.changes_after(since, BATCH) if c.event_id not in self._seen
         ]

@@ -334,21 +334,18 @@ class AutomationStore:
         """Record the firing and its ``rule_fired`` timeline entry; False if already fired."""
         now = utc_now()
         with self.store._write() as conn:
-            stmt = _insert_ignoring_conflicts(conn, automation_firings_table)
-            result = conn.execute(
-                stmt,
-                [
-                    {
-                        "tenant": incident.tenant,
-                        "rule_id": rule.id,
-                        "incident_id": incident.id,
-                        "firing_key": key,
-                        "event_id": event_id,
-                        "fired_at": now,
-                    }
-                ],
+            # One row, RETURNING: an executemany's rowcount is not reliable on PostgreSQL (it
+            # said 1 for a conflicting insert, and the rule fired twice).
+            stmt = _insert_ignoring_conflicts(conn, automation_firings_table).values(
+                tenant=incident.tenant,
+                rule_id=rule.id,
+                incident_id=incident.id,
+                firing_key=key,
+                event_id=event_id,
+                fired_at=now,
             )
-            if result.rowcount == 0:
+            inserted = conn.execute(stmt.returning(automation_firings_table.c.rule_id)).first()
+            if inserted is None:
                 return False
             details = {
                 "rule_id": rule.id,

@@ -27,7 +27,7 @@ from connectors.store import (
     StoreError,
     UTCDateTime,
     incident_events_table,
-    json_safe,
+    insert_timeline_entry,
     metadata,
 )
 from incidents.automation import (
@@ -429,18 +429,8 @@ def _add_timeline(
     details: Mapping[str, Any],
     now: datetime,
 ) -> None:
-    conn.execute(
-        sa.insert(incident_events_table),
-        [
-            {
-                "incident_id": incident.id,
-                "tenant": incident.tenant,
-                "at": now,
-                "type": str(entry_type),
-                "actor": AUTOMATION_ACTOR,
-                "details": json_safe(dict(details)),
-            }
-        ],
+    insert_timeline_entry(
+        conn, incident.tenant, incident.id, entry_type, AUTOMATION_ACTOR, details, now
     )
 
 

@@ -30,8 +30,7 @@ from connectors.store import (
     Store,
     StoreError,
     UTCDateTime,
-    incident_events_table,
-    json_safe,
+    insert_timeline_entry,
     metadata,
 )
 from incidents.automation import ActionResult, PlannedAction
@@ -137,19 +136,7 @@ def _add_timeline(
     now: datetime,
     actor: str = AUTOMATION_ACTOR,
 ) -> None:
-    conn.execute(
-        sa.insert(incident_events_table),
-        [
-            {
-                "incident_id": incident_id,
-                "tenant": tenant,
-                "at": now,
-                "type": str(entry_type),
-                "actor": actor,
-                "details": json_safe(dict(details)),
-            }
-        ],
-    )
+    insert_timeline_entry(conn, tenant, incident_id, entry_type, actor, details, now)
 
 
 class EscalationStore:

@@ -27,8 +27,8 @@ from connectors.store import (
     AUTO_ACTOR,
     TimelineWriter,
     _advisory_key,
-    incident_events_table,
     incidents_table,
+    insert_timeline_entry,
     silences_table,
 )
 from incidents.grouping import GroupCandidate, GroupingPolicy, choose_parent, group_key
@@ -144,16 +144,12 @@ class IntakeRules:
             details = {"parent_id": incident.parent_id}
             add_timeline(conn, incident, TimelineType.GROUPED, AUTO_ACTOR, details, now)
             # the parent is of the same tenant (roots are looked up per tenant)
-            conn.execute(
-                sa.insert(incident_events_table),
-                [
-                    {
-                        "incident_id": incident.parent_id,
-                        "tenant": incident.tenant,
-                        "at": now,
-                        "type": str(TimelineType.GROUPED),
-                        "actor": AUTO_ACTOR,
-                        "details": {"child_id": incident.id},
-                    }
-                ],
+            insert_timeline_entry(
+                conn,
+                incident.tenant,
+                incident.parent_id,
+                TimelineType.GROUPED,
+                AUTO_ACTOR,
+                {"child_id": incident.id},
+                now,
             )

@@ -23,7 +23,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from connectors.automation_store import automation_action_results_table
-from connectors.store import Store, UTCDateTime, incident_events_table, json_safe, metadata
+from connectors.store import (
+    Store,
+    UTCDateTime,
+    insert_timeline_entry,
+    json_safe,
+    metadata,
+)
 from incidents.records import Incident, TimelineType
 from incidents.remediation import (
     COUNTED_STATES,
@@ -412,19 +418,7 @@ class RemediationStore:
                 attempts=run.attempts, exit_code=run.exit_code, status_code=run.status_code
             )
         details.update({k: v for k, v in extra.items() if v is not None})
-        conn.execute(
-            sa.insert(incident_events_table),
-            [
-                {
-                    "incident_id": run.incident_id,
-                    "tenant": run.tenant,
-                    "at": now,
-                    "type": str(entry_type),
-                    "actor": actor,
-                    "details": json_safe(details),
-                }
-            ],
-        )
+        insert_timeline_entry(conn, run.tenant, run.incident_id, entry_type, actor, details, now)
 
     @staticmethod
     def _result(

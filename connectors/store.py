@@ -1290,19 +1290,30 @@ class Store:
         details: Mapping[str, Any],
         now: datetime,
     ) -> None:
-        conn.execute(
-            sa.insert(incident_events_table),
-            [
-                {
-                    "incident_id": incident.id,
-                    "tenant": incident.tenant,
-                    "at": now,
-                    "type": str(entry_type),
-                    "actor": actor,
-                    "details": dict(details),
-                }
-            ],
+        insert_timeline_entry(conn, incident.tenant, incident.id, entry_type, actor, details, now)
+
+
+def insert_timeline_entry(
+    conn: Connection,
+    tenant: str,
+    incident_id: str,
+    entry_type: TimelineType,
+    actor: str,
+    details: Mapping[str, Any],
+    at: datetime,
+) -> None:
+    """One entry on an incident's timeline (every writer of the timeline goes through here; the
+    automation engine follows these entries by id)."""
+    conn.execute(
+        sa.insert(incident_events_table).values(
+            incident_id=incident_id,
+            tenant=tenant,
+            at=at,
+            type=str(entry_type),
+            actor=actor,
+            details=json_safe(dict(details)),
         )
+    )
 
 
 def _upsert(

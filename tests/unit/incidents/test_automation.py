@@ -31,36 +31,15 @@ from incidents.automation import (
 from incidents.config import Settings, load_named_actions
 from incidents.policy import ConditionError
 from incidents.records import Incident, TimelineType
-from incidents.schemas import Category, IncidentKind, IncidentStatus, Severity
+from incidents.schemas import Severity
+from tests.factories import seed_incident
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 SEED = "severity == 'critical' and category == 'database'"
 
 
 def incident(**changes) -> Incident:
-    values = dict(
-        id="inc-1",
-        fingerprint="fp",
-        tenant="acme",
-        title="Datenbank-Verbindungs-Timeout",
-        description="Mehrere Datenbank-Verbindungs-Timeouts erkannt",
-        severity=Severity.CRITICAL,
-        category=Category.DATABASE,
-        status=IncidentStatus.OPEN,
-        kind=IncidentKind.MANUAL,
-        source="monitoring",
-        series=None,
-        metadata={"database": "primary"},
-        score=None,
-        peak_score=None,
-        repeat_count=0,
-        first_seen=NOW,
-        last_seen=NOW,
-        created_at=NOW,
-        updated_at=NOW,
-    )
-    values.update(changes)
-    return Incident(**values)
+    return seed_incident(**changes)
 
 
 def rule(rule_id="r1", condition=SEED, actions=("notify_dba",), **changes) -> AutomationRule:

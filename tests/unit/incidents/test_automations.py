@@ -11,7 +11,8 @@ from incidents.automation import ActionError, EmailAction, NamedAction
 from incidents.automations import AutoResponseEngine
 from incidents.policy import ConditionError
 from incidents.records import Incident
-from incidents.schemas import Category, IncidentKind, IncidentStatus, Severity
+from incidents.schemas import Category
+from tests.factories import seed_incident
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 SEED_RULE = {
@@ -21,29 +22,7 @@ SEED_RULE = {
 
 
 def incident(**changes) -> Incident:
-    values = dict(
-        id="inc-1",
-        fingerprint="fp",
-        tenant="default",
-        title="Datenbank-Verbindungs-Timeout",
-        description="Mehrere Datenbank-Verbindungs-Timeouts erkannt",
-        severity=Severity.CRITICAL,
-        category=Category.DATABASE,
-        status=IncidentStatus.OPEN,
-        kind=IncidentKind.MANUAL,
-        source="monitoring",
-        series=None,
-        metadata={"database": "primary"},
-        score=None,
-        peak_score=None,
-        repeat_count=0,
-        first_seen=NOW,
-        last_seen=NOW,
-        created_at=NOW,
-        updated_at=NOW,
-    )
-    values.update(changes)
-    return Incident(**values)
+    return seed_incident(**{"tenant": "default", **changes})
 
 
 def test_the_seed_example_works_as_written():

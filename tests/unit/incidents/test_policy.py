@@ -22,36 +22,23 @@ from incidents.policy import (
     incident_view,
 )
 from incidents.records import Incident
-from incidents.schemas import Category, IncidentKind, IncidentStatus, Severity
+from tests.factories import seed_incident
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def incident(**changes) -> Incident:
-    values = dict(
-        id="0b6f1f9e-3f55-4c55-9d55-2f1b7c1d9a01",
-        fingerprint="fp",
-        tenant="acme",
-        title="Datenbank-Verbindungs-Timeout",
-        description="Mehrere Datenbank-Verbindungs-Timeouts erkannt",
-        severity=Severity.CRITICAL,
-        category=Category.DATABASE,
-        status=IncidentStatus.OPEN,
-        kind=IncidentKind.MANUAL,
-        source="monitoring",
-        series=None,
-        metadata={"database": "primary", "timeout_count": 15, "db": {"role": "leader"}},
-        score=0.93,
-        peak_score=0.97,
-        repeat_count=2,
-        first_seen=NOW,
-        last_seen=NOW,
-        created_at=NOW,
-        updated_at=NOW,
-        tags=("db", "prod"),
+    return seed_incident(
+        **{
+            "id": "0b6f1f9e-3f55-4c55-9d55-2f1b7c1d9a01",
+            "metadata": {"database": "primary", "timeout_count": 15, "db": {"role": "leader"}},
+            "score": 0.93,
+            "peak_score": 0.97,
+            "repeat_count": 2,
+            "tags": ("db", "prod"),
+            **changes,
+        }
     )
-    values.update(changes)
-    return Incident(**values)
 
 
 SEED = "severity == 'critical' and category == 'database'"

@@ -29,6 +29,7 @@ from connectors.store import (
     incident_events_table,
     insert_timeline_entry,
     metadata,
+    name_taken,
 )
 from incidents.automation import (
     FIRST_FIRING,
@@ -198,11 +199,7 @@ class AutomationStore:
         return _rule_from_row_dict(row)
 
     def _name_taken(self, conn: Connection, tenant: str, name: str, except_id: str | None) -> bool:
-        r = automation_rules_table
-        stmt = sa.select(r.c.id).where(r.c.tenant == tenant, r.c.name == name)
-        if except_id is not None:
-            stmt = stmt.where(r.c.id != except_id)
-        return conn.execute(stmt).first() is not None
+        return name_taken(conn, automation_rules_table, tenant, name, except_id)
 
     def get_rule(self, tenant: str, rule_id: str) -> AutomationRule | None:
         r = automation_rules_table

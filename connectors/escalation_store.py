@@ -32,6 +32,7 @@ from connectors.store import (
     UTCDateTime,
     insert_timeline_entry,
     metadata,
+    name_taken,
 )
 from incidents.automation import ActionResult, PlannedAction
 from incidents.escalation import (
@@ -177,11 +178,7 @@ class EscalationStore:
         return _policy_from_row(row)
 
     def _name_taken(self, conn: Connection, tenant: str, name: str, except_id: str | None) -> bool:
-        p = escalation_policies_table
-        stmt = sa.select(p.c.id).where(p.c.tenant == tenant, p.c.name == name)
-        if except_id is not None:
-            stmt = stmt.where(p.c.id != except_id)
-        return conn.execute(stmt).first() is not None
+        return name_taken(conn, escalation_policies_table, tenant, name, except_id)
 
     def find_policy(self, tenant: str, id_or_name: str) -> EscalationPolicy | None:
         """By id, else by name (names are unique per tenant)."""

@@ -1293,6 +1293,17 @@ class Store:
         insert_timeline_entry(conn, incident.tenant, incident.id, entry_type, actor, details, now)
 
 
+def name_taken(
+    conn: Connection, table: sa.Table, tenant: str, name: str, except_id: str | None
+) -> bool:
+    """Whether another row of ``table`` (columns ``id``, ``tenant``, ``name``) in the tenant
+    has this name (rules and escalation policies are unique by name per tenant)."""
+    stmt = sa.select(table.c.id).where(table.c.tenant == tenant, table.c.name == name)
+    if except_id is not None:
+        stmt = stmt.where(table.c.id != except_id)
+    return conn.execute(stmt).first() is not None
+
+
 def insert_timeline_entry(
     conn: Connection,
     tenant: str,

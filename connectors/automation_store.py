@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from connectors.store import (
+    SealedActionsJSON,
     Store,
     StoreError,
     UTCDateTime,
@@ -52,7 +53,7 @@ automation_rules_table = sa.Table(
     sa.Column("tenant", sa.String(128), nullable=False),
     sa.Column("name", sa.String(128), nullable=False),
     sa.Column("condition", sa.Text, nullable=False),
-    sa.Column("actions", sa.JSON, nullable=False),
+    sa.Column("actions", SealedActionsJSON("actions"), nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("fire_on_repeat", sa.Boolean, nullable=False),
     sa.Column("created_by", sa.String(128), nullable=True),

@@ -27,6 +27,7 @@ from connectors.automation_store import (
     automation_action_results_table,
 )
 from connectors.store import (
+    SealedActionsJSON,
     Store,
     StoreError,
     UTCDateTime,
@@ -54,7 +55,7 @@ escalation_policies_table = sa.Table(
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("tenant", sa.String(128), nullable=False),
     sa.Column("name", sa.String(128), nullable=False),
-    sa.Column("levels", sa.JSON, nullable=False),
+    sa.Column("levels", SealedActionsJSON("levels"), nullable=False),
     sa.Column("created_by", sa.String(128), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
@@ -74,7 +75,7 @@ escalations_table = sa.Table(
     ),
     sa.Column("policy_id", sa.String(36), nullable=True),
     sa.Column("policy", sa.String(128), nullable=False),
-    sa.Column("levels", sa.JSON, nullable=False),
+    sa.Column("levels", SealedActionsJSON("levels"), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("next_level", sa.Integer, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=False),

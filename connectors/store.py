@@ -42,6 +42,7 @@ from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from incidents.automation import SecretTransform, map_action_secrets
 from incidents.classification import classify
 from incidents.config import Settings
 from incidents.fingerprint import fingerprint as compute_fingerprint
@@ -70,6 +71,7 @@ from incidents.schemas import (
     Severity,
     split_series,
 )
+from incidents.security import SecretUnavailable, derive_key, open_secret, seal_secret
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,59 @@ class StoreError(Exception):
 
 class IncidentConflict(StoreError):
     """The requested change contradicts the incident's state (e.g. acknowledging a resolved one)."""
+
+
+SEALING_KEY = "incidents_sealing_key"
+"""The attribute of a Store's SQLAlchemy dialect that holds its ``ENCRYPTION_KEY`` (or None)."""
+UNREADABLE_URL = "https://unreadable-secret.invalid/"
+
+
+def _sealing_transform(key: bytes) -> SecretTransform:
+    return lambda _field, text: seal_secret(text, key)
+
+
+def _open_transform(key: bytes | None) -> SecretTransform:
+    def open_one(field_name: str, text: str) -> str:
+        try:
+            return open_secret(text, key)
+        except SecretUnavailable as exc:
+            log.warning("%s: the action's %s is left unusable", exc, field_name)
+            return UNREADABLE_URL if field_name == "url" else ""
+
+    return open_one
+
+
+class SealedActionsJSON(sa.TypeDecorator[Any]):
+    """JSON of stored actions (``shape="actions"``: a list of them; ``"levels"``: escalation
+    levels holding them) whose secrets are sealed with the store's ``ENCRYPTION_KEY``.
+
+    Without a key they are stored as they are; a sealed secret that cannot be opened (no key, or
+    another one) comes back unusable — an empty header, an ``.invalid`` URL — so the action fails
+    visibly instead of the read failing.
+    """
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def __init__(self, shape: str = "actions") -> None:
+        super().__init__()
+        self.shape = shape
+
+    def _map(self, value: Any, transform: SecretTransform) -> Any:
+        if self.shape == "levels":
+            return [
+                {**level, "actions": [map_action_secrets(a, transform) for a in level["actions"]]}
+                for level in value
+            ]
+        return [map_action_secrets(a, transform) for a in value]
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        key = getattr(dialect, SEALING_KEY, None)
+        return value if value is None or key is None else self._map(value, _sealing_transform(key))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        key = getattr(dialect, SEALING_KEY, None)
+        return None if value is None else self._map(value, _open_transform(key))
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -663,7 +718,12 @@ class Store:
     """
 
     def __init__(
-        self, url: str, *, echo: bool = False, intake: IncidentIntake | None = None
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        intake: IncidentIntake | None = None,
+        encryption_key: bytes | None = None,
     ) -> None:
         self.intake = intake
         self.url = engine_url(url)
@@ -679,13 +739,19 @@ class Store:
         self.engine: Engine = sa.create_engine(self.url, **kwargs)
         if self.url.get_backend_name() == "sqlite":
             _install_sqlite_hooks(self.engine)
+        setattr(self.engine.dialect, SEALING_KEY, encryption_key)
         self._writer = self.engine.execution_options(**{_WRITE_OPTION: True})
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
         from connectors.grouping_store import IntakeRules  # it builds on this module
 
-        return cls(settings.database_url, intake=IntakeRules(settings.grouping_policy))
+        key = settings.encryption_key
+        return cls(
+            settings.database_url,
+            intake=IntakeRules(settings.grouping_policy),
+            encryption_key=derive_key(key.get_secret_value()) if key else None,
+        )
 
     @property
     def dialect(self) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -243,6 +243,23 @@ def parse_action(raw: object) -> ActionSpec:
         return RemediateAction(remediation=body.get("remediation"))  # type: ignore[arg-type]
     except TypeError as exc:
         raise ActionError(f"{action_type} action: {exc}") from None
+
+
+SecretTransform = Callable[[str, str], str]
+"""``(field, text) -> text``: applied to each secret field of a stored action."""
+
+
+def map_action_secrets(raw: Any, transform: SecretTransform) -> Any:
+    """A stored action (``action_to_json``) with ``transform`` applied to its secrets: a
+    webhook's header values (tokens) and a Slack incoming-webhook URL (the URL is the token)."""
+    if not isinstance(raw, Mapping):
+        return raw
+    out = dict(raw)
+    if out.get("type") == "webhook" and isinstance(out.get("headers"), Mapping):
+        out["headers"] = {k: transform("header", str(v)) for k, v in out["headers"].items()}
+    elif out.get("type") == "slack" and isinstance(out.get("url"), str):
+        out["url"] = transform("url", out["url"])
+    return out
 
 
 def action_to_json(spec: ActionSpec) -> str | dict[str, Any]:

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -212,6 +213,35 @@ def encrypt_text(plaintext: str, key: bytes, associated_data: bytes | None = Non
 
 def decrypt_text(token: str, key: bytes, associated_data: bytes | None = None) -> str:
     return decrypt(base64.urlsafe_b64decode(token.encode()), key, associated_data).decode()
+
+
+SEALED_PREFIX = "enc:v1:"
+_SEALED_CONTEXT = b"incidents stored secret"
+
+
+class SecretUnavailable(ValueError):
+    """A sealed secret cannot be opened: no ``ENCRYPTION_KEY``, or another one."""
+
+
+def seal_secret(text: str, key: bytes) -> str:
+    """``text`` encrypted for storage (``enc:v1:`` + AES-256-GCM, URL-safe base64)."""
+    if text.startswith(SEALED_PREFIX):
+        return text
+    return SEALED_PREFIX + encrypt_text(text, key, _SEALED_CONTEXT)
+
+
+def open_secret(text: str, key: bytes | None) -> str:
+    """Inverse of ``seal_secret``; text that was never sealed comes back as it is."""
+    if not text.startswith(SEALED_PREFIX):
+        return text
+    if key is None:
+        raise SecretUnavailable("a stored secret is encrypted but ENCRYPTION_KEY is not set")
+    try:
+        return decrypt_text(text[len(SEALED_PREFIX) :], key, _SEALED_CONTEXT)
+    except (InvalidTag, ValueError, binascii.Error) as exc:
+        raise SecretUnavailable(
+            "a stored secret does not open with this ENCRYPTION_KEY (was it changed?)"
+        ) from exc
 
 
 # --- URLs -----------------------------------------------------------------------------------

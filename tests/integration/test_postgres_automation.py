@@ -23,8 +23,18 @@ from tests.unit.connectors.test_automation_engine import (  # noqa: F401
     test_rules_are_stored_per_tenant_with_unique_names,
     test_the_cursor_survives_a_restart_and_a_first_start_skips_history,
 )
+from tests.unit.connectors.test_sealed_secrets import (  # noqa: F401
+    test_a_secret_that_does_not_open_leaves_the_action_unusable_not_the_read,
+    test_escalation_levels_are_sealed_too,
+    test_rules_store_sealed_secrets_and_read_them_back,
+)
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def db_url(postgres_url):
+    return postgres_url
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from connectors.automation_engine import AutomationEngine
 from connectors.automation_store import AutomationStore
 from connectors.escalation_store import EscalationStore
-from connectors.store import UNREADABLE_URL, Store
+from connectors.store import UNREADABLE_URL, Store, engine_url
 from incidents.automation import SlackAction, WebhookAction, map_action_secrets, parse_action
 from incidents.config import Settings
 from incidents.escalation import EscalationLevel
@@ -46,7 +46,7 @@ def db_url(tmp_path):
 
 
 def raw_column(url: str, sql: str) -> str:
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(engine_url(url))
     with engine.connect() as conn:
         text = str(conn.execute(sa.text(sql)).scalar_one())
     engine.dispose()

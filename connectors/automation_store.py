@@ -28,9 +28,11 @@ from connectors.store import (
     StoreError,
     UTCDateTime,
     incident_events_table,
+    incident_id_column,
     insert_timeline_entry,
     metadata,
     name_taken,
+    serial_id_column,
 )
 from incidents.automation import (
     FIRST_FIRING,
@@ -65,12 +67,7 @@ automation_rules_table = sa.Table(
 automation_firings_table = sa.Table(
     "automation_firings",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    serial_id_column(),
     sa.Column("tenant", sa.String(128), nullable=False),
     sa.Column(
         "rule_id",
@@ -78,12 +75,7 @@ automation_firings_table = sa.Table(
         sa.ForeignKey("automation_rules.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    sa.Column(
-        "incident_id",
-        sa.String(36),
-        sa.ForeignKey("incidents.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    incident_id_column(),
     sa.Column("firing_key", sa.String(64), nullable=False),
     sa.Column("event_id", sa.BigInteger, nullable=True),
     sa.Column("fired_at", UTCDateTime, nullable=False),
@@ -94,12 +86,7 @@ automation_firings_table = sa.Table(
 automation_action_results_table = sa.Table(
     "automation_action_results",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    serial_id_column(),
     sa.Column("tenant", sa.String(128), nullable=False),
     sa.Column("rule_id", sa.String(36), nullable=True),
     sa.Column("incident_id", sa.String(36), nullable=False),

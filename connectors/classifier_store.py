@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from connectors.store import Store, UTCDateTime, metadata
+from connectors.store import Store, UTCDateTime, metadata, serial_id_column
 from incidents.classification import CategoryCorrection
 from incidents.records import utc_now
 from incidents.schemas import Category
@@ -24,12 +24,7 @@ TITLE_LENGTH = 500
 corrections_table = sa.Table(
     "classification_corrections",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    serial_id_column(),
     sa.Column("tenant", sa.String(128), nullable=False),
     sa.Column("incident_id", sa.String(36), nullable=True),
     sa.Column("title", sa.String(TITLE_LENGTH), nullable=False),

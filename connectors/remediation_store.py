@@ -26,6 +26,7 @@ from connectors.automation_store import automation_action_results_table
 from connectors.store import (
     Store,
     UTCDateTime,
+    incident_id_column,
     insert_timeline_entry,
     json_safe,
     metadata,
@@ -51,12 +52,7 @@ remediation_runs_table = sa.Table(
         sa.String(128),
         nullable=False,
     ),
-    sa.Column(
-        "incident_id",
-        sa.String(36),
-        sa.ForeignKey("incidents.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    incident_id_column(),
     sa.Column("remediation", sa.String(64), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("state", sa.String(32), nullable=False),

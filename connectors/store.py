@@ -166,6 +166,28 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 metadata = sa.MetaData()
 
+
+def serial_id_column() -> sa.Column[int]:
+    """An auto-incrementing 64-bit ``id`` (a plain INTEGER on SQLite, where only that is a
+    rowid alias)."""
+    return sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+
+
+def incident_id_column() -> sa.Column[str]:
+    """``incident_id``, deleted with its incident."""
+    return sa.Column(
+        "incident_id",
+        sa.String(36),
+        sa.ForeignKey("incidents.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+
+
 incidents_table = sa.Table(
     "incidents",
     metadata,
@@ -225,18 +247,8 @@ silences_table = sa.Table(
 incident_events_table = sa.Table(
     "incident_events",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    sa.Column(
-        "incident_id",
-        sa.String(36),
-        sa.ForeignKey("incidents.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    serial_id_column(),
+    incident_id_column(),
     sa.Column("tenant", sa.String(128), nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("type", sa.String(32), nullable=False),
@@ -271,12 +283,7 @@ window_aggregates_table = sa.Table(
 dead_letters_table = sa.Table(
     "dead_letters",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    serial_id_column(),
     sa.Column("raw", sa.LargeBinary, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("source", sa.String(128), nullable=False),
